@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make demo` trains on the built-in demo set, `make test` tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch/torchvision pinned to the builds this machine provides offline; others come from PyPI.
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test venv clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(BIN)/python -m clipcls.data.demo --out demo_data
+	rm -rf runs/demo
+	$(BIN)/python train.py --config configs/demo.yaml
+
+test: venv
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf runs demo_data

@@ -1,0 +1,75 @@
+"""Resolve a run's configuration: CFG defaults <- `--config file.yaml` <- command-line flags."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clipcls.errors import ClipclsError
+
+
+class ConfigError(ClipclsError, ValueError):
+    """A bad configuration value, naming the key."""
+
+
+def build_parser(cfg_class: type, prog: str = "train.py"):
+    """A jsonargparse parser whose options are CFG's fields, typed and defaulted from CFG."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(
+        prog=prog, description="Fine-tune CLIP on class folders with class descriptions.",
+        default_env=False, exit_on_error=True,
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file of CFG overrides")
+    parser.add_class_arguments(cfg_class, as_group=False)
+    return parser
+
+
+def parse_config(cfg_class: type, argv: list[str] | None) -> dict[str, Any]:
+    """CFG as edited, overridden by `--config` files and flags, validated; a plain dict."""
+    parser = build_parser(cfg_class)
+    namespace = parser.parse_args(argv)
+    values = {f.name: namespace[f.name] for f in dataclasses.fields(cfg_class)}
+    values = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+    validate(values)
+    return values
+
+
+_POSITIVE = ("batch_size", "epochs", "img_transform_size_W", "img_transform_size_H", "accumulate_grad_batches", "num_nodes")
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    """Range checks that types alone cannot express; each error names its key."""
+    for key in _POSITIVE:
+        if cfg[key] < 1:
+            raise ConfigError(f"{key} must be >= 1, got {cfg[key]!r}")
+    checks = {
+        "test_size": 0 < cfg["test_size"] < 1,
+        "lr": cfg["lr"] > 0,
+        "label_smoothing": 0 <= cfg["label_smoothing"] < 1,
+        "warmup_ratio": 0 <= cfg["warmup_ratio"] < 1,
+        "sim_weight": cfg["sim_weight"] >= 0,
+        "fc_weight": cfg["fc_weight"] >= 0,
+        "optim_weight_decay": cfg["optim_weight_decay"] >= 0,
+        "temperature": cfg["temperature"] is None or cfg["temperature"] > 0,
+        "num_workers": cfg["num_workers"] is None or cfg["num_workers"] >= 0,
+        "optim_betas": all(0 <= b < 1 for b in cfg["optim_betas"]),
+        "head_init": not (cfg["head_init"] == "zeroshot" and cfg["head"] != "linear"),
+    }
+    for key, ok in checks.items():
+        if not ok:
+            raise ConfigError(f"invalid value for {key}: {cfg[key]!r}")
+    if cfg["sim_weight"] + cfg["fc_weight"] <= 0:
+        raise ConfigError("sim_weight and fc_weight are both 0: nothing to train")
+
+
+def save_config(cfg: dict[str, Any], path: str | Path) -> None:
+    """Write the resolved config as YAML (the run directory's `config.yaml`)."""
+    Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a run directory's resolved config back (safe YAML)."""
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))

@@ -1,0 +1,1 @@
+"""Data: class folders, descriptions, image loading, transforms, samplers and the demo set."""

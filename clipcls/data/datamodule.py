@@ -1,0 +1,74 @@
+"""From config to DataLoaders: classes, descriptions, the split and the loaders."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from clipcls.data.dataset import ImageDataset, build_sampler, collate_skipping_bad
+from clipcls.data.descriptions import check_classes, read_descriptions
+from clipcls.data.index import ImageIndex, index_folder, list_classes, stratified_split
+from clipcls.data.transforms import build_transform
+
+
+@dataclass
+class TrainData:
+    """What training decides once about the data; everything downstream reads it from here."""
+
+    class_names: list[str]
+    descriptions: dict[str, list[str]]
+    train: ImageIndex
+    val: ImageIndex
+
+
+def prepare_data(cfg: dict[str, Any]) -> TrainData:
+    """Validate folders against descriptions and split (or read the separate validation dir)."""
+    descriptions = read_descriptions(cfg["class_description_yaml_file"])
+    classes = list_classes(cfg["train_dataset_dir"])
+    check_classes(classes, descriptions, cfg["class_description_yaml_file"])
+    index = index_folder(cfg["train_dataset_dir"])
+    if cfg.get("val_dataset_dir"):
+        train, val = index, index_folder(cfg["val_dataset_dir"], class_names=index.class_names)
+    else:
+        train, val = stratified_split(index, cfg["test_size"], cfg["seed"])
+    ordered = {name: descriptions[name] for name in index.class_names}
+    return TrainData(index.class_names, ordered, train, val)
+
+
+def default_workers(requested: int | None) -> int:
+    """Requested count, or one per CPU up to 8."""
+    return requested if requested is not None else min(8, os.cpu_count() or 1)
+
+
+def make_loader(dataset: ImageDataset, batch_size: int, workers: int, sampler=None, shuffle: bool = False) -> DataLoader:
+    """A DataLoader that skips unreadable samples and keeps its workers between epochs."""
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle and sampler is None,
+        num_workers=workers, collate_fn=collate_skipping_bad, pin_memory=torch.cuda.is_available(),
+        persistent_workers=workers > 0, drop_last=False,
+    )
+
+
+class ClipDataModule(pl.LightningDataModule):
+    """Train and validation loaders built from prepared data and the model's normalisation."""
+
+    def __init__(self, data: TrainData, cfg: dict[str, Any], mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.data, self.cfg = data, cfg
+        size = (cfg["img_transform_size_H"], cfg["img_transform_size_W"])
+        self.train_set = ImageDataset(data.train, build_transform(size, mean, std, cfg["augment"]), draft_size=size[::-1])
+        self.val_set = ImageDataset(data.val, build_transform(size, mean, std, "none"), draft_size=size[::-1])
+        self.workers = default_workers(cfg["num_workers"])
+
+    def train_dataloader(self) -> DataLoader:
+        num_classes = len(self.data.class_names)
+        sampler = build_sampler(self.cfg["sampler"], self.data.train.labels, num_classes, self.cfg["seed"])
+        batch = num_classes if self.cfg["sampler"] == "per_class" else self.cfg["batch_size"]
+        return make_loader(self.train_set, batch, self.workers, sampler=sampler, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return make_loader(self.val_set, self.cfg["batch_size"], self.workers)

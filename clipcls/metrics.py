@@ -1,0 +1,84 @@
+"""Classification metrics (scikit-learn) and their pictures (matplotlib)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def classification_metrics(targets: np.ndarray, preds: np.ndarray, class_names: list[str]) -> dict[str, Any]:
+    """Accuracy, macro/weighted F1, per-class precision/recall/F1/support and the confusion matrix."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    labels = np.arange(len(class_names))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        targets, preds, labels=labels, zero_division=0
+    )
+    return {
+        "num_images": int(len(targets)),
+        "accuracy": float(accuracy_score(targets, preds)),
+        "macro_f1": float(f1_score(targets, preds, labels=labels, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(targets, preds, labels=labels, average="weighted", zero_division=0)),
+        "per_class": {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
+        },
+        "confusion_matrix": confusion_matrix(targets, preds, labels=labels).tolist(),
+    }
+
+
+def write_json(data: dict[str, Any], path: str | Path) -> None:
+    """UTF-8 JSON with class names kept readable."""
+    Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def _use_font_covering(texts: list[str]) -> None:
+    """Pick an installed font that has glyphs for every class name (Hangul, CJK...)."""
+    import matplotlib
+    from matplotlib import font_manager
+
+    needed = {ch for text in texts for ch in text if ord(ch) > 0x2FF}
+    if not needed:
+        return
+    for font in font_manager.fontManager.ttflist:
+        try:
+            from matplotlib.ft2font import FT2Font
+
+            charmap = FT2Font(font.fname).get_charmap()
+        except (OSError, RuntimeError):
+            continue
+        if all(ord(ch) in charmap for ch in needed):
+            matplotlib.rcParams["font.family"] = [font.name, "DejaVu Sans"]
+            return
+
+
+def plot_confusion(matrix: np.ndarray, class_names: list[str], path: str | Path, title: str = "Confusion matrix") -> None:
+    """Row-normalised confusion matrix with counts, class names on both axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    _use_font_covering(class_names)
+    matrix = np.asarray(matrix)
+    rows = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
+    side = max(5.0, 0.55 * len(class_names) + 2.5)
+    fig, ax = plt.subplots(figsize=(side + 1, side))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, class_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    for (i, j), count in np.ndenumerate(matrix):
+        if count:
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                    color="white" if share[i, j] > 0.5 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,138 @@
+"""CLIP plus a head: image embeddings scored by a linear head and by the class descriptions."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clipcls.model.heads import build_head, init_head_zeroshot
+
+MAX_LOGIT_SCALE = 100.0  # CLIP's own clamp on exp(logit_scale)
+
+
+def flatten_descriptions(class_names: list[str], descriptions: dict[str, list[str]]) -> tuple[list[str], list[int]]:
+    """All description texts in class order, and the class index each one belongs to."""
+    texts, owner = [], []
+    for idx, name in enumerate(class_names):
+        texts += descriptions[name]
+        owner += [idx] * len(descriptions[name])
+    return texts, owner
+
+
+class ClipClassifier(nn.Module):
+    """Scores images two ways: a head on the normalised image embedding, and cosine similarity
+    with the class descriptions (scaled by the logit scale).
+
+    With a frozen text tower the description embeddings are computed once and cached; they are
+    recomputed only when weights are loaded. Several descriptions per class: training samples one
+    per class per step, evaluation averages their normalised embeddings.
+    """
+
+    def __init__(
+        self,
+        clip: nn.Module,
+        tokenizer,
+        class_names: list[str],
+        descriptions: dict[str, list[str]],
+        head: str = "linear",
+        head_init: str = "zeroshot",
+        freeze_text: bool = True,
+        temperature: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.clip = clip
+        self.tokenizer = tokenizer
+        self.class_names = list(class_names)
+        self.freeze_text = freeze_text
+        self.temperature = temperature
+        texts, owner = flatten_descriptions(self.class_names, descriptions)
+        tokens = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        self.register_buffer("text_ids", tokens["input_ids"], persistent=False)
+        self.register_buffer("text_mask", tokens["attention_mask"], persistent=False)
+        counts = torch.bincount(torch.tensor(owner), minlength=len(class_names))
+        self.register_buffer("desc_count", counts, persistent=False)
+        self.register_buffer("desc_start", torch.cumsum(counts, 0) - counts, persistent=False)
+        self.register_buffer("desc_owner", torch.tensor(owner), persistent=False)
+        self.register_buffer("_text_cache", None, persistent=False)
+        if freeze_text:
+            clip.text_model.requires_grad_(False)
+            clip.text_projection.requires_grad_(False)
+        if temperature is not None:
+            clip.logit_scale.requires_grad_(False)
+        dim = clip.config.projection_dim
+        self.head = build_head(head, dim, len(class_names))
+        if head_init == "zeroshot":
+            init_head_zeroshot(self.head, self.class_embeddings(), float(self.logit_scale().detach()))
+        self.register_load_state_dict_post_hook(lambda module, keys: module.invalidate_text_cache())
+
+    # --- text side ---
+    def invalidate_text_cache(self) -> None:
+        """Forget cached description embeddings (after loading or changing text weights)."""
+        self._text_cache = None
+
+    def encode_texts(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """L2-normalised text embeddings."""
+        pooled = self.clip.text_model(input_ids=ids, attention_mask=mask).pooler_output
+        return F.normalize(self.clip.text_projection(pooled), dim=-1)
+
+    def description_embeddings(self) -> torch.Tensor:
+        """Every description's normalised embedding (D, dim); cached unless text is training."""
+        if self._text_cache is not None:
+            return self._text_cache
+        if not self.freeze_text and torch.is_grad_enabled() and self.training:
+            return self.encode_texts(self.text_ids, self.text_mask)
+        with torch.no_grad():
+            self._text_cache = self.encode_texts(self.text_ids, self.text_mask)
+        return self._text_cache
+
+    def class_embeddings(self) -> torch.Tensor:
+        """Per class: mean of its normalised description embeddings, renormalised (C, dim)."""
+        emb = self.description_embeddings()
+        summed = torch.zeros(len(self.class_names), emb.shape[1], dtype=emb.dtype, device=emb.device)
+        summed.index_add_(0, self.desc_owner, emb)
+        return F.normalize(summed, dim=-1)
+
+    def sampled_class_embeddings(self) -> torch.Tensor:
+        """One randomly chosen description per class (C, dim); only those are encoded when the
+        text tower trains."""
+        offset = (torch.rand(len(self.desc_count), device=self.desc_count.device) * self.desc_count).long()
+        pick = self.desc_start + offset
+        if self.freeze_text or not self.training:
+            return self.description_embeddings()[pick]
+        return self.encode_texts(self.text_ids[pick], self.text_mask[pick])
+
+    def train(self, mode: bool = True) -> "ClipClassifier":
+        if not self.freeze_text:
+            self.invalidate_text_cache()  # the text tower changes while training
+        return super().train(mode)
+
+    # --- image side ---
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """L2-normalised image embeddings; other input sizes interpolate position embeddings."""
+        native = self.clip.config.vision_config.image_size
+        resize = tuple(pixels.shape[-2:]) != (native, native)
+        pooled = self.clip.vision_model(pixel_values=pixels, interpolate_pos_encoding=resize).pooler_output
+        return F.normalize(self.clip.visual_projection(pooled), dim=-1)
+
+    def logit_scale(self) -> torch.Tensor:
+        """The fixed `temperature` if set, else the checkpoint's learned scale (at most 100)."""
+        if self.temperature is not None:
+            return torch.tensor(float(self.temperature), device=self.clip.logit_scale.device)
+        return self.clip.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    @torch.no_grad()
+    def clamp_logit_scale(self) -> None:
+        """Keep the learned scale at or below 100 after an optimizer step, as CLIP does."""
+        self.clip.logit_scale.clamp_(max=math.log(MAX_LOGIT_SCALE))
+
+    def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Head logits and description logits for a batch of images."""
+        image = self.encode_images(pixels)
+        classes = self.sampled_class_embeddings() if self.training else self.class_embeddings()
+        return {
+            "embedding": image,
+            "head_logits": self.head(image),
+            "text_logits": self.logit_scale() * image @ classes.T,
+        }

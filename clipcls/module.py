@@ -1,0 +1,148 @@
+"""The LightningModule: wires the CLIP classifier, loss, metrics and optimiser to the Trainer."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from clipcls.model.classifier import ClipClassifier
+from clipcls.model.loading import load_clip
+from clipcls.model.loss import total_loss
+
+LOSS_KEYS = ("sim_weight", "fc_weight", "label_smoothing")
+
+
+def _metrics(num_classes: int, prefix: str) -> MetricCollection:
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "macro_f1": MulticlassF1Score(num_classes, average="macro"),
+            "weighted_f1": MulticlassF1Score(num_classes, average="weighted"),
+        },
+        prefix=prefix,
+    )
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int):
+    """LR multiplier: linear warm-up to 1, then cosine decay to 0 at `total_steps`."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+class ClipClassifierModule(pl.LightningModule):
+    """Everything a checkpoint needs to rebuild the model is in `hparams` (plain types only):
+    the resolved config, the class names in training order and their descriptions."""
+
+    def __init__(self, config: dict[str, Any], class_names: list[str], descriptions: dict[str, list[str]]) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        parts = load_clip(config["model_name"])
+        if config.get("gradient_checkpointing"):
+            parts.model.gradient_checkpointing_enable()
+        self.image_mean, self.image_std = parts.image_mean, parts.image_std
+        self.native_size = parts.image_size
+        self.model = ClipClassifier(
+            parts.model, parts.tokenizer, class_names, descriptions,
+            head=config["head"], head_init=config["head_init"],
+            freeze_text=config["freeze_text"], temperature=config["temperature"],
+        )
+        self.model.train()  # from_pretrained returns eval mode; Lightning keeps submodule modes
+        self.val_metrics = _metrics(len(class_names), "val/")
+        self.val_per_class = MulticlassF1Score(len(class_names), average="none")
+        self.skipped_steps = 0
+        self.collected: list[dict[str, torch.Tensor]] | None = None  # set to [] to keep val outputs
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.hparams.class_names)
+
+    def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model(pixels)
+
+    def shared_step(self, batch) -> dict[str, torch.Tensor]:
+        """Loss, predictions and targets for a batch: one code path for train, val and test."""
+        pixels, labels, positions = batch
+        out = self.model(pixels)
+        losses = total_loss(out["text_logits"], out["head_logits"], labels,
+                            **{k: self.hparams.config[k] for k in LOSS_KEYS})
+        return {**losses, **out, "preds": out["head_logits"].argmax(1), "targets": labels, "positions": positions}
+
+    def training_step(self, batch, batch_idx: int):
+        if batch is None:  # every image of the batch was unreadable (each was reported)
+            return None
+        out = self.shared_step(batch)
+        if not torch.isfinite(out["loss"]):
+            self.skipped_steps += 1
+            pl.utilities.rank_zero_warn(
+                f"non-finite loss at step {self.global_step} (batch {batch_idx}): step skipped, weights unchanged"
+            )
+            return None
+        batch_size = len(out["targets"])
+        self.log_dict({"train/loss": out["loss"], "train/contrastive": out["contrastive"],
+                       "train/cross_entropy": out["cross_entropy"]}, prog_bar=False, batch_size=batch_size)
+        self.log("train/logit_scale", self.model.logit_scale().detach(), batch_size=batch_size)
+        return out["loss"]
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Non-finite gradients (from a finite loss) are zeroed rather than written into weights."""
+        bad = [p for p in self.parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+        if bad:
+            pl.utilities.rank_zero_warn(f"non-finite gradients at step {self.global_step}: zeroed")
+            for p in bad:
+                p.grad.zero_()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self.model.clamp_logit_scale()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        if batch is None:
+            return
+        out = self.shared_step(batch)
+        self.val_metrics.update(out["preds"], out["targets"])
+        self.val_per_class.update(out["preds"], out["targets"])
+        self.log("val/loss", out["loss"], batch_size=len(out["targets"]), sync_dist=True)
+        if self.collected is not None:
+            self.collected.append({k: out[k].detach().cpu() for k in ("head_logits", "text_logits", "targets", "positions")})
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        for name, f1 in zip(self.class_names, self.val_per_class.compute()):
+            self.log(f"val/f1/{name}", f1)
+        self.val_metrics.reset()
+        self.val_per_class.reset()
+
+    def configure_optimizers(self):
+        cfg = self.hparams.config
+        decay, no_decay = [], []
+        for param in self.parameters():
+            if param.requires_grad:
+                # biases, norm weights and the scalar logit scale get no weight decay
+                (no_decay if param.ndim < 2 else decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg["optim_weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg["lr"], betas=tuple(cfg["optim_betas"]), eps=cfg["optim_eps"],
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = max(1, int(cfg["warmup_ratio"] * total))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["clipcls"] = {
+            "class_names": self.class_names,
+            "class_to_idx": {name: i for i, name in enumerate(self.class_names)},
+            "descriptions": dict(self.hparams.descriptions),
+            "image_mean": self.image_mean,
+            "image_std": self.image_std,
+            "image_size": [self.hparams.config["img_transform_size_H"], self.hparams.config["img_transform_size_W"]],
+        }

@@ -1,0 +1,87 @@
+"""The Lightning Trainer for a run: callbacks, loggers, checkpointing, and the run's final report."""
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from clipcls.checkpoint import AtomicCheckpointIO, load_checkpoint_file
+from clipcls.metrics import classification_metrics, plot_confusion, write_json
+
+
+class SaveOnSigterm(pl.Callback):
+    """On SIGTERM (Lightning stops after the current batch), save last.ckpt so the run resumes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(self.path)
+
+
+def monitor_mode(monitor: str) -> str:
+    """Losses are minimised, everything else (F1, accuracy) maximised."""
+    return "min" if "loss" in monitor else "max"
+
+
+def build_callbacks(cfg: dict[str, Any], ckpt_dir: Path) -> list[pl.Callback]:
+    mode = monitor_mode(cfg["monitor"])
+    callbacks: list[pl.Callback] = [
+        ModelCheckpoint(dirpath=ckpt_dir, filename="best-epoch{epoch:03d}", monitor=cfg["monitor"], mode=mode,
+                        save_top_k=1, save_last=True, auto_insert_metric_name=False),
+        LearningRateMonitor(logging_interval="step"),
+        TQDMProgressBar(refresh_rate=10),
+        SaveOnSigterm(ckpt_dir / "last.ckpt"),
+    ]
+    if cfg["checkpoint_every_n_steps"]:
+        # refreshes last.ckpt mid-epoch, so a killed run loses at most n steps
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True,
+                                         every_n_train_steps=cfg["checkpoint_every_n_steps"]))
+    if cfg["early_stopping_patience"] is not None:
+        callbacks.append(EarlyStopping(cfg["monitor"], patience=cfg["early_stopping_patience"], mode=mode))
+    return callbacks
+
+
+def build_trainer(cfg: dict[str, Any], run_dir: Path) -> pl.Trainer:
+    """A Trainer for CPU, one GPU or DDP across GPUs and nodes, as the config says."""
+    loggers = [CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="logs", version="")]
+    return pl.Trainer(
+        default_root_dir=run_dir,
+        max_epochs=cfg["epochs"],
+        max_time=timedelta(minutes=cfg["max_minutes"]) if cfg["max_minutes"] else None,
+        accelerator=cfg["accelerator"], devices=cfg["devices"], strategy=cfg["strategy"],
+        num_nodes=cfg["num_nodes"], precision=cfg["precision"],
+        gradient_clip_val=cfg["grad_clip"], accumulate_grad_batches=cfg["accumulate_grad_batches"],
+        callbacks=build_callbacks(cfg, run_dir / "checkpoints"), logger=loggers,
+        log_every_n_steps=cfg["log_every_n_steps"], plugins=[AtomicCheckpointIO()],
+        deterministic=False, enable_model_summary=False,
+    )
+
+
+def best_checkpoint(trainer: pl.Trainer) -> Path | None:
+    callback = trainer.checkpoint_callback
+    return Path(callback.best_model_path) if callback and callback.best_model_path else None
+
+
+def finalize_run(trainer: pl.Trainer, module, datamodule, run_dir: Path) -> dict[str, Any]:
+    """Score the best checkpoint on the whole validation split; write metrics.json and the
+    confusion-matrix PNG. Runs on global rank 0 only."""
+    from clipcls.inference import run_inference
+
+    best = best_checkpoint(trainer)
+    if best is not None:
+        module.load_state_dict(load_checkpoint_file(best)["state_dict"])
+    outputs = run_inference(module.model, datamodule.val_dataloader(), module.device)
+    metrics = classification_metrics(outputs["targets"], outputs["head_logits"].argmax(1), module.class_names)
+    metrics = {"checkpoint": str(best) if best else None, "epochs_trained": trainer.current_epoch,
+               "global_step": trainer.global_step, "class_names": module.class_names, **metrics}
+    write_json(metrics, run_dir / "metrics.json")
+    plot_confusion(metrics["confusion_matrix"], module.class_names, run_dir / "confusion_matrix.png",
+                   title=f"Validation confusion (macro F1 {metrics['macro_f1']:.3f})")
+    return metrics

@@ -1,0 +1,66 @@
+"""Shared fixtures: a synthetic class-folder data set and a fast, offline training config."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+CLASSES = {"red": (210, 40, 40), "green": (40, 190, 60), "곰팡이": (40, 60, 210)}  # a Korean class name
+
+
+def make_folder(root: Path, per_class: int = 8, size: int = 24, seed: int = 0) -> Path:
+    """Solid-colour images with noise: trivially separable, so a 1-epoch run can learn them."""
+    rng = np.random.default_rng(seed)
+    for name, colour in CLASSES.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            noise = rng.integers(-25, 25, (size, size, 3))
+            Image.fromarray(np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)).save(root / name / f"{i}.jpg")
+    return root
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> tuple[Path, Path]:
+    """(image folder, descriptions YAML) with three classes, one of them Korean."""
+    root = make_folder(tmp_path / "train")
+    yaml_file = tmp_path / "descriptions.yaml"
+    yaml_file.write_text(
+        '"red": a red square\n"green": [a green square, green noise]\n"곰팡이": 파란색 사각형\n', encoding="utf-8"
+    )
+    return root, yaml_file
+
+
+@pytest.fixture
+def base_cfg(dataset, tmp_path: Path) -> dict:
+    """A resolved config for a seconds-long CPU run on the tiny model."""
+    from cfg import CFG
+
+    root, yaml_file = dataset
+    cfg = dataclasses.asdict(CFG())
+    cfg.update(
+        train_dataset_dir=str(root), class_description_yaml_file=str(yaml_file), model_name="tiny",
+        img_transform_size_W=32, img_transform_size_H=32, batch_size=8, epochs=1, num_workers=0,
+        output_dir=str(tmp_path / "runs"), run_name="test", lr=1e-3, augment="none", accelerator="cpu",
+        devices=1, log_every_n_steps=1, checkpoint_every_n_steps=None,
+    )
+    cfg["optim_betas"] = list(cfg["optim_betas"])
+    return cfg
+
+
+def cfg_argv(cfg: dict) -> list[str]:
+    """The config as train.py flags."""
+    argv = []
+    for key, value in cfg.items():
+        if value is None:
+            argv += [f"--{key}", "null"]
+        elif isinstance(value, list):
+            argv += [f"--{key}", "[" + ", ".join(map(str, value)) + "]"]
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv

@@ -1,0 +1,92 @@
+"""The tiny offline CLIP, loading, zero-shot head initialisation and the text cache."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clipcls.model.classifier import ClipClassifier
+from clipcls.model.loading import load_clip
+from clipcls.model.tiny import tiny_clip_path
+
+CLASSES = ["곰팡이", "stain", "clean"]
+DESCRIPTIONS = {"곰팡이": ["black mould spots", "곰팡이 얼룩"], "stain": ["a brown stain"], "clean": ["plain wallpaper"]}
+
+
+@pytest.fixture
+def parts():
+    return load_clip("tiny")
+
+
+def test_tiny_model_is_saved_and_loaded_like_a_hub_checkpoint(parts):
+    path = tiny_clip_path()
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json"):
+        assert (path / name).is_file(), name
+    assert parts.image_size == 64
+    assert parts.image_mean == [0.5, 0.5, 0.5]
+
+
+def test_tokenizer_handles_any_utf8(parts):
+    ids = parts.tokenizer(["곰팡이 얼룩", "ü ñ 🙂"], padding=True, return_tensors="pt")["input_ids"]
+    eot = parts.tokenizer.eos_token_id
+    assert (ids == eot).any(dim=1).all()  # every text ends with the token CLIP pools at
+    assert parts.tokenizer.decode(ids[0], skip_special_tokens=True) == "곰팡이 얼룩"
+
+
+def test_zero_shot_head_equals_zero_shot_predictions(parts):
+    model = ClipClassifier(parts.model, parts.tokenizer, CLASSES, DESCRIPTIONS).eval()
+    pixels = torch.randn(5, 3, 64, 64)
+    with torch.no_grad():
+        out = model(pixels)
+        # zero-shot by hand: average normalised description embeddings per class, renormalise
+        tok = parts.tokenizer(sum(DESCRIPTIONS.values(), []), padding=True, return_tensors="pt")
+        text = F.normalize(parts.model.get_text_features(**tok).pooler_output, dim=-1)
+        classes = F.normalize(torch.stack([text[0:2].mean(0), text[2], text[3]]), dim=-1)
+        image = F.normalize(parts.model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
+        zero_shot = parts.model.logit_scale.exp() * image @ classes.T
+    torch.testing.assert_close(out["text_logits"], zero_shot, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["head_logits"], zero_shot, atol=1e-5, rtol=1e-5)
+
+
+def test_other_input_sizes_interpolate_position_embeddings(parts):
+    model = ClipClassifier(parts.model, parts.tokenizer, CLASSES, DESCRIPTIONS).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 96, 80))
+    assert out["head_logits"].shape == (2, 3)
+    assert torch.isfinite(out["head_logits"]).all()
+
+
+def test_frozen_text_tower_runs_once(parts, monkeypatch):
+    model = ClipClassifier(parts.model, parts.tokenizer, CLASSES, DESCRIPTIONS).train()
+    calls = []
+    original = model.clip.text_model.forward
+    monkeypatch.setattr(model.clip.text_model, "forward", lambda *a, **k: calls.append(1) or original(*a, **k))
+    for _ in range(3):
+        model(torch.randn(2, 3, 64, 64))["text_logits"].sum().backward()
+    assert calls == []  # computed at construction, cached since
+    assert not any(p.requires_grad for p in model.clip.text_model.parameters())
+
+
+def test_trainable_text_encodes_one_description_per_class(parts):
+    model = ClipClassifier(parts.model, parts.tokenizer, CLASSES, DESCRIPTIONS, freeze_text=False).train()
+    seen = []
+    handle = model.clip.text_model.register_forward_hook(lambda m, args, kw_out: None)
+    handle.remove()
+    hook = model.clip.text_model.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    model(torch.randn(2, 3, 64, 64))["text_logits"].sum().backward()
+    hook.remove()
+    assert seen == [len(CLASSES)]
+    assert model.clip.text_model.embeddings.token_embedding.weight.grad is not None
+
+
+def test_temperature_overrides_learned_scale(parts):
+    model = ClipClassifier(parts.model, parts.tokenizer, CLASSES, DESCRIPTIONS, temperature=14.3)
+    assert model.logit_scale().item() == pytest.approx(14.3)
+    assert not model.clip.logit_scale.requires_grad
+    parts.model.logit_scale.requires_grad_(True)
+
+
+def test_learned_scale_is_clamped_at_100(parts):
+    model = ClipClassifier(parts.model, parts.tokenizer, CLASSES, DESCRIPTIONS)
+    with torch.no_grad():
+        model.clip.logit_scale.fill_(10.0)
+    model.clamp_logit_scale()
+    assert model.logit_scale().item() == pytest.approx(100.0)
