@@ -1,0 +1,5 @@
+import sys
+
+from clipcls.cli import main
+
+sys.exit(main())
