@@ -43,6 +43,8 @@ def _use_font_covering(texts: list[str]) -> None:
     if not needed:
         return
     for font in font_manager.fontManager.ttflist:
+        if "LastResort" in font.fname:  # maps every code point to a box glyph: never a real cover
+            continue
         try:
             from matplotlib.ft2font import FT2Font
 
@@ -79,6 +81,43 @@ def plot_confusion(matrix: np.ndarray, class_names: list[str], path: str | Path,
             ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
                     color="white" if share[i, j] > 0.5 else "black")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_confusion_csv(matrix: np.ndarray, class_names: list[str], path: str | Path) -> None:
+    """Confusion counts as CSV: a header row of predicted classes, one row per true class (UTF-8)."""
+    import csv
+
+    with open(path, "w", encoding="utf-8", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["true \\ predicted", *class_names])
+        for name, row in zip(class_names, np.asarray(matrix).tolist()):
+            writer.writerow([name, *row])
+
+
+def plot_similarity(matrix: np.ndarray, class_names: list[str], path: str | Path, title: str) -> None:
+    """A symmetric class-by-class similarity matrix (cosines) with its values written in."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    _use_font_covering(class_names)
+    matrix = np.asarray(matrix, dtype=float)
+    side = max(5.0, 0.55 * len(class_names) + 2.5)
+    fig, ax = plt.subplots(figsize=(side + 1, side))
+    image = ax.imshow(matrix, cmap="magma", vmin=min(0.0, float(matrix.min())), vmax=1)
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, class_names)
+    ax.set_title(title)
+    if len(class_names) <= 25:  # beyond that the numbers no longer fit their cells
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                    color="black" if value > 0.6 else "white")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="cosine similarity")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
