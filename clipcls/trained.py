@@ -1,7 +1,8 @@
-"""Load a trained model from a checkpoint file or a run directory, with everything training
-decided about it (class order above all), read back rather than recomputed."""
+"""Load a trained model from a checkpoint file, a run directory or an export directory, with
+everything training decided about it (class order above all), read back rather than recomputed."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,22 @@ class TrainedModel:
     image_std: list[float]
     config: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
+    wise_alpha: float | None = None  # WiSE-FT mix of base and fine-tuned weights; None = plain fine-tune
+
+
+EXPORT_META = "clipcls.json"  # marks an export directory (see clipcls.export)
+EXPORT_HEAD = "head.safetensors"
+EXPORT_FORMAT_VERSION = 1
+
+
+def is_export_dir(path: str | Path) -> bool:
+    """True for a directory written by `clipcls export`."""
+    return (Path(path) / EXPORT_META).is_file()
 
 
 def find_checkpoint(path: str | Path) -> Path:
-    """A .ckpt file as given; for a run directory its best checkpoint, else its last.ckpt."""
+    """A .ckpt file as given; for a run directory its best checkpoint, else its last.ckpt.
+    (Export directories are recognised by `load_trained` before this is asked.)"""
     path = Path(path)
     if path.is_file():
         return path
@@ -37,13 +50,18 @@ def find_checkpoint(path: str | Path) -> Path:
         return best[-1]
     if (ckpt_dir / "last.ckpt").is_file():
         return ckpt_dir / "last.ckpt"
-    raise CheckpointError(f"no checkpoint found at {path} (expected a .ckpt file or a run directory)")
+    raise CheckpointError(
+        f"no checkpoint found at {path} (expected a .ckpt file, a run directory or an export directory)"
+    )
 
 
 def load_trained(path: str | Path, map_location: str = "cpu") -> TrainedModel:
-    """Rebuild the classifier from a checkpoint (weights-only load) and put it in eval mode."""
+    """Rebuild the classifier from a checkpoint (weights-only load), a run directory or an export
+    directory, and put it in eval mode."""
     from clipcls.module import ClipClassifierModule
 
+    if is_export_dir(path):
+        return to_device(load_export(path), map_location)
     ckpt_path = find_checkpoint(path)
     ckpt = load_checkpoint_file(ckpt_path, map_location)
     try:
@@ -60,6 +78,53 @@ def load_trained(path: str | Path, map_location: str = "cpu") -> TrainedModel:
     )
 
 
+def read_export_meta(directory: str | Path) -> dict[str, Any]:
+    """The export's `clipcls.json`, checked for a format version this code can read."""
+    meta_path = Path(directory) / EXPORT_META
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"cannot read {meta_path}: {err}") from err
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if version != EXPORT_FORMAT_VERSION:
+        raise CheckpointError(f"{meta_path}: unsupported export format version {version!r} "
+                              f"(this clipcls reads version {EXPORT_FORMAT_VERSION})")
+    return meta
+
+
+def load_export(directory: str | Path) -> TrainedModel:
+    """Rebuild the classifier from an export: its CLIP is loaded exactly like a Hub checkpoint
+    (`load_clip` on the directory, no network), then the head weights are put back."""
+    from safetensors.torch import load_file
+
+    from clipcls.model.loading import load_clip
+
+    directory = Path(directory).resolve()  # an absolute path: never mistaken for a built-in name
+    meta = read_export_meta(directory)
+    try:
+        parts = load_clip(str(directory))
+        head_state = load_file(directory / EXPORT_HEAD)
+    except Exception as err:  # transformers and safetensors raise OSError, ValueError, ...
+        raise CheckpointError(f"cannot load export {directory}: {type(err).__name__}: {err}") from err
+    classifier = ClipClassifier(
+        parts.model, parts.tokenizer, meta["class_names"], meta["descriptions"],
+        head=meta["head"]["kind"], head_init="random",  # random: overwritten by the saved head next
+        freeze_text=meta["freeze_text"], temperature=meta["temperature"],
+    )
+    try:
+        classifier.head.load_state_dict(head_state)
+    except RuntimeError as err:
+        raise CheckpointError(f"{directory / EXPORT_HEAD} does not fit the {meta['head']['kind']} head "
+                              f"for {len(meta['class_names'])} classes: {err}") from err
+    classifier.eval()
+    return TrainedModel(
+        classifier=classifier, class_names=list(meta["class_names"]), descriptions=dict(meta["descriptions"]),
+        image_size=tuple(meta["image_size"]), image_mean=list(meta["image_mean"]), image_std=list(meta["image_std"]),
+        config=dict(meta["config"]), source=directory, wise_alpha=meta.get("wise_alpha"),
+    )
+
+
 def to_device(model: TrainedModel, device: str | torch.device) -> TrainedModel:
+    """Move the classifier to `device` (in place) and return the same model."""
     model.classifier.to(device)
     return model
