@@ -93,10 +93,8 @@ def _random_point(rng: np.random.Generator, shape: tuple[int, ...], margin: floa
     return np.array([rng.uniform(margin, 1 - margin) * h, rng.uniform(margin, 1 - margin) * w])
 
 
-# ---------------------------------------------------------------------------------------------
-# Wallpaper backgrounds. Each returns a Pattern: a function of pixel coordinates, so the seam
-# defect can redraw the same design shifted by a few pixels.
-# ---------------------------------------------------------------------------------------------
+# --- Wallpaper backgrounds. Each returns a Pattern: a function of pixel coordinates, so the seam
+# defect can redraw the same design shifted by a few pixels. ---
 
 
 def _rotated(yy: np.ndarray, xx: np.ndarray, theta: float) -> tuple[np.ndarray, np.ndarray]:
