@@ -385,6 +385,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top_k < 1 or args.batch_size < 1 or (args.workers is not None and args.workers < 0):
         raise PredictError("--top-k and --batch-size must be >= 1, --workers >= 0")
+    if args.out.is_dir():
+        raise PredictError(f"--out {args.out} is a directory; give the CSV file to write")
     found = collect_inputs(args.inputs)
     if not found.paths:
         raise PredictError(f"no image files found in {', '.join(args.inputs)}")
