@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torchmetrics import MetricCollection
@@ -76,6 +77,13 @@ class ClipClassifierModule(pl.LightningModule):
         losses = total_loss(out["text_logits"], out["head_logits"], labels,
                             **{k: self.hparams.config[k] for k in LOSS_KEYS})
         return {**losses, **out, "preds": out["head_logits"].argmax(1), "targets": labels, "positions": positions}
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        """Seed the step's random draws (description sampling, dropout) from (seed, step, batch):
+        a resumed run then draws exactly what an uninterrupted one would, though neither the
+        global RNG state nor the draws of earlier steps were saved."""
+        key = [self.hparams.config["seed"], self.global_step, batch_idx]
+        torch.manual_seed(int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0]))
 
     def training_step(self, batch, batch_idx: int):
         if batch is None:  # every image of the batch was unreadable (each was reported)

@@ -1,14 +1,17 @@
 """Training entry point: resolve the config, prepare data, fit, and write the run directory."""
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from clipcls.checkpoint import CheckpointError, load_checkpoint_file
+from clipcls.checkpoint import CheckpointError, load_checkpoint_file, remove_stale_temps
 from clipcls.config import parse_config, save_config
 from clipcls.errors import ClipclsError
 
@@ -60,20 +63,56 @@ def resolve_run(cfg: dict[str, Any]) -> tuple[Path, Path | None]:
     else:
         ckpt = Path(resume)
         run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else output / time.strftime("%Y%m%d-%H%M%S")
-    load_checkpoint_file(ckpt)  # fail now, naming the file, rather than silently starting fresh
     return run_dir, ckpt
 
 
-def check_writable(run_dir: Path, needed_bytes: int) -> None:
-    """Fail before training when the run directory cannot take the checkpoints."""
+def read_resume_checkpoint(ckpt: Path) -> dict[str, Any]:
+    """The checkpoint to resume from, memory-mapped (cheap for large files), or an error naming
+    it. A broken last.ckpt never turns into a silent fresh start, and no older checkpoint is
+    silently substituted either: the error names a loadable best checkpoint to pass instead."""
     try:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        return load_checkpoint_file(ckpt, mmap=True)
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}\nnot resuming and not starting from scratch{_best_hint(ckpt)}") from err
+
+
+def _best_hint(ckpt: Path) -> str:
+    for best in sorted(ckpt.parent.glob("best-*.ckpt"), reverse=True):
+        try:
+            load_checkpoint_file(best, mmap=True)
+        except CheckpointError:
+            continue
+        return f"; the run's best checkpoint loads: continue from it with --resume {best}"
+    return ""
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """`path` itself if it exists, else its nearest existing parent."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable(run_dir: Path) -> None:
+    """Fail before anything is loaded when the run directory cannot be created or written.
+
+    Probes the run directory, or the nearest parent that exists, with a temporary file that
+    deletes itself: a real write, so it also catches read-only mounts and root-squashed
+    shares that permission bits (`os.access`) report as writable. Creates nothing.
+    """
+    base = _existing_ancestor(run_dir)
+    try:
+        if not base.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{os.strerror(errno.ENOTDIR)}: {base}")
+        with tempfile.TemporaryFile(dir=base):
+            pass
     except OSError as err:
         raise RunDirError(f"cannot write to run directory {run_dir}: {err.strerror or err}") from err
-    free = shutil.disk_usage(run_dir).free
+
+
+def check_free_space(run_dir: Path, needed_bytes: int) -> None:
+    """Fail before training when the disk cannot take the checkpoints."""
+    free = shutil.disk_usage(_existing_ancestor(run_dir)).free
     if free < needed_bytes:
         raise RunDirError(
             f"not enough disk space in {run_dir}: {free / 2**20:.0f} MiB free, "
@@ -96,20 +135,25 @@ def train(cfg: dict[str, Any]) -> int:
 
     pl.seed_everything(cfg["seed"], workers=True, verbose=False)
     run_dir, ckpt = resolve_run(cfg)
+    # checked before anything slow is loaded; only the class names are kept
+    resumed_classes = read_resume_checkpoint(ckpt).get("clipcls", {}).get("class_names") if ckpt else None
+    check_writable(run_dir)
+    removed = remove_stale_temps(run_dir / "checkpoints")
+    if removed:
+        log.info("removed %d partial checkpoint file(s) left by an interrupted save", len(removed))
     data = prepare_data(cfg)
-    if ckpt is not None:
-        saved = load_checkpoint_file(ckpt).get("clipcls", {}).get("class_names")
-        if saved != data.class_names:
-            raise CheckpointError(f"{ckpt} was trained on classes {saved}, but the data has {data.class_names}")
+    if ckpt is not None and resumed_classes != data.class_names:
+        raise CheckpointError(f"{ckpt} was trained on classes {resumed_classes}, but the data has {data.class_names}")
     module = ClipClassifierModule(cfg, data.class_names, data.descriptions)
     datamodule = ClipDataModule(data, cfg, module.image_mean, module.image_std)
-    check_writable(run_dir, checkpoint_bytes(module))
+    check_free_space(run_dir, checkpoint_bytes(module))
     trainer = build_trainer(cfg, run_dir)
     if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
         _log_data(data)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     except pl.utilities.exceptions.SIGTERMException:
         print(f"terminated: checkpoint saved in {run_dir / 'checkpoints' / 'last.ckpt'}; "
               "continue with --resume last", file=sys.stderr)

@@ -1,28 +1,69 @@
 """The Lightning Trainer for a run: callbacks, loggers, checkpointing, and the run's final report."""
 from __future__ import annotations
 
+import csv
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import Checkpoint, EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from clipcls.checkpoint import AtomicCheckpointIO, load_checkpoint_file
 from clipcls.metrics import classification_metrics, plot_confusion, write_json
 
 
-class SaveOnSigterm(pl.Callback):
-    """On SIGTERM (Lightning stops after the current batch), save last.ckpt so the run resumes."""
+class LastCheckpoint(Checkpoint):
+    """Keep `last.ckpt` current: after every epoch, every `every_n_steps` steps, and on SIGTERM.
 
-    def __init__(self, path: Path) -> None:
+    Lightning's `ModelCheckpoint(save_last=True)` refreshes last.ckpt only when it also saves a
+    new best, so after epochs without improvement `--resume last` would silently go back to the
+    best epoch. On SIGTERM Lightning stops after the current batch and raises; saving here makes
+    that stop resumable. Being a `Checkpoint`, it runs after the callbacks listed before it
+    (the best-model ModelCheckpoint, early stopping), so their updated state is in the file.
+    """
+
+    def __init__(self, path: Path, every_n_steps: int | None = None) -> None:
         self.path = path
+        self.every_n_steps = every_n_steps
+        self._saved_step = -1  # gradient accumulation repeats a step over several batches
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        trainer.save_checkpoint(self.path)
+        self._saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step and step % self.every_n_steps == 0 and step != self._saved_step:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
-            trainer.save_checkpoint(self.path)
+            self._save(trainer)
+
+
+class AppendingCSVLogger(CSVLogger):
+    """CSVLogger that keeps the rows already in metrics.csv: Lightning's deletes the file when
+    a run resumes, which would drop the training curves of everything before the resume."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self):
+        if self._experiment is None:
+            path = Path(self.log_dir) / "metrics.csv"
+            previous = path.read_bytes() if path.is_file() else b""
+            writer = super().experiment  # creating the writer deletes the old file
+            if previous:
+                path.write_bytes(previous)
+                with path.open(newline="", encoding="utf-8") as handle:
+                    writer.metrics_keys = next(csv.reader(handle), [])
+        return super().experiment
 
 
 def monitor_mode(monitor: str) -> str:
@@ -34,15 +75,12 @@ def build_callbacks(cfg: dict[str, Any], ckpt_dir: Path) -> list[pl.Callback]:
     mode = monitor_mode(cfg["monitor"])
     callbacks: list[pl.Callback] = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="best-epoch{epoch:03d}", monitor=cfg["monitor"], mode=mode,
-                        save_top_k=1, save_last=True, auto_insert_metric_name=False),
+                        save_top_k=1, auto_insert_metric_name=False),
+        # with checkpoint_every_n_steps a killed run loses at most that many steps
+        LastCheckpoint(ckpt_dir / "last.ckpt", cfg["checkpoint_every_n_steps"]),
         LearningRateMonitor(logging_interval="step"),
         TQDMProgressBar(refresh_rate=10),
-        SaveOnSigterm(ckpt_dir / "last.ckpt"),
     ]
-    if cfg["checkpoint_every_n_steps"]:
-        # refreshes last.ckpt mid-epoch, so a killed run loses at most n steps
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, save_top_k=0, save_last=True,
-                                         every_n_train_steps=cfg["checkpoint_every_n_steps"]))
     if cfg["early_stopping_patience"] is not None:
         callbacks.append(EarlyStopping(cfg["monitor"], patience=cfg["early_stopping_patience"], mode=mode))
     return callbacks
@@ -50,7 +88,7 @@ def build_callbacks(cfg: dict[str, Any], ckpt_dir: Path) -> list[pl.Callback]:
 
 def build_trainer(cfg: dict[str, Any], run_dir: Path) -> pl.Trainer:
     """A Trainer for CPU, one GPU or DDP across GPUs and nodes, as the config says."""
-    loggers = [CSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="logs", version="")]
+    loggers = [AppendingCSVLogger(run_dir, name="logs", version=""), TensorBoardLogger(run_dir, name="logs", version="")]
     return pl.Trainer(
         default_root_dir=run_dir,
         max_epochs=cfg["epochs"],
@@ -65,7 +103,7 @@ def build_trainer(cfg: dict[str, Any], run_dir: Path) -> pl.Trainer:
 
 
 def best_checkpoint(trainer: pl.Trainer) -> Path | None:
-    callback = trainer.checkpoint_callback
+    callback = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     return Path(callback.best_model_path) if callback and callback.best_model_path else None
 
 

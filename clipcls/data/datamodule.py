@@ -7,7 +7,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from clipcls.data.dataset import ImageDataset, build_sampler, collate_skipping_bad
 from clipcls.data.descriptions import check_classes, read_descriptions
@@ -53,6 +53,22 @@ def make_loader(dataset: ImageDataset, batch_size: int, workers: int, sampler=No
     )
 
 
+class EpochSeededRandomSampler(RandomSampler):
+    """Shuffling whose order depends only on (seed, epoch), as DistributedSampler's does.
+
+    Lightning calls `set_epoch` before every epoch, so a resumed run sees the same order as an
+    uninterrupted one; a plain shuffle draws from the global RNG, which a resume does not restore.
+    """
+
+    def __init__(self, data_source, seed: int) -> None:
+        super().__init__(data_source, generator=torch.Generator())
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed + epoch)
+
+
 class ClipDataModule(pl.LightningDataModule):
     """Train and validation loaders built from prepared data and the model's normalisation."""
 
@@ -67,6 +83,9 @@ class ClipDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         num_classes = len(self.data.class_names)
         sampler = build_sampler(self.cfg["sampler"], self.data.train.labels, num_classes, self.cfg["seed"])
+        if sampler is None and getattr(self.trainer, "world_size", 1) == 1:
+            # (with several processes Lightning's DistributedSampler shuffles by (seed, epoch) itself)
+            sampler = EpochSeededRandomSampler(self.train_set, self.cfg["seed"])
         batch = num_classes if self.cfg["sampler"] == "per_class" else self.cfg["batch_size"]
         return make_loader(self.train_set, batch, self.workers, sampler=sampler, shuffle=True)
 

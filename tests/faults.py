@@ -1,0 +1,79 @@
+"""Helpers for the fault-tolerance tests: training in a child process that can be killed."""
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import cfg_argv
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# `python train.py ARGS`, with every training step slowed down and recorded (its global step, one
+# line each, in PROGRESS), so a test can kill the process at a known point of an epoch.
+SLOW_TRAIN = """
+import runpy, sys, time
+from pathlib import Path
+from clipcls.module import ClipClassifierModule
+
+progress, delay = Path(sys.argv[1]), float(sys.argv[2])
+original = ClipClassifierModule.training_step
+
+def slow_step(self, batch, batch_idx):
+    with progress.open("a") as f:
+        f.write(f"{self.global_step}\\n")
+    time.sleep(delay)
+    return original(self, batch, batch_idx)
+
+ClipClassifierModule.training_step = slow_step
+sys.argv = ["train.py", *sys.argv[3:]]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+def child_env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    env.pop("PYTEST_CURRENT_TEST", None)
+    return env
+
+
+def start_slow_training(cfg: dict, progress: Path, log: Path, delay: float = 0.3) -> subprocess.Popen:
+    """Start `python train.py` on `cfg` in a child process, each step taking at least `delay` s."""
+    command = [sys.executable, "-c", SLOW_TRAIN, str(progress), str(delay), *cfg_argv(cfg)]
+    with log.open("wb") as out:
+        return subprocess.Popen(command, cwd=ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT)
+
+
+def run_train_py(cfg: dict, *extra: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """`python train.py` on `cfg` plus `extra` flags, to completion; output captured as text."""
+    command = [sys.executable, "train.py", *cfg_argv(cfg), *extra]
+    return subprocess.run(command, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    """Poll `condition` until true; fail with the child's output if it exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited early ({proc.returncode}):\n{log.read_text(errors='replace')[-3000:]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"timed out waiting:\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.05)
+
+
+def steps_started(progress: Path) -> list[int]:
+    """Global steps at which the child started a training step."""
+    return [int(line) for line in progress.read_text().split()] if progress.exists() else []
+
+
+def lr_rows(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, learning rate) rows LearningRateMonitor wrote to the run's metrics.csv, in order
+    (the first parameter group's; both groups follow one schedule)."""
+    with (run_dir / "logs" / "metrics.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return [(int(row["step"]), float(row["lr-AdamW/pg1"])) for row in rows if row.get("lr-AdamW/pg1")]

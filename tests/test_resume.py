@@ -1,0 +1,146 @@
+"""Issue 4, items 1, 2, 4, 5: a killed or terminated run resumes where it was, exactly, and a
+broken checkpoint is an error naming it, never a silent fresh start."""
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from cfg import CFG
+from clipcls.checkpoint import load_checkpoint_file
+from clipcls.train import main
+from clipcls.trained import load_trained
+from tests.conftest import cfg_argv
+from tests.faults import lr_rows, start_slow_training, steps_started, wait_for
+
+
+def run(cfg: dict, *extra: str) -> int:
+    return main(cfg_argv(cfg) + list(extra), CFG)
+
+
+def run_dir_of(cfg: dict) -> Path:
+    return Path(cfg["output_dir"]) / cfg["run_name"]
+
+
+def saved_step(path: Path) -> int:
+    """global_step of the checkpoint at `path`, or -1 while there is none."""
+    return load_checkpoint_file(path)["global_step"] if path.exists() else -1
+
+
+def batches_done(ckpt: dict) -> int:
+    """Batches of the current epoch the checkpoint has trained on."""
+    return ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"]
+
+
+def epochs_processed(ckpt: dict) -> int:
+    return ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+
+
+# --- item 1 ------------------------------------------------------------------------------------
+def test_kill_9_mid_epoch_then_resume_last_continues(base_cfg, tmp_path):
+    # 19 training images in batches of 4: 5 steps an epoch, 10 in all; last.ckpt every 2 steps
+    cfg = {**base_cfg, "batch_size": 4, "epochs": 2, "checkpoint_every_n_steps": 2}
+    last = run_dir_of(cfg) / "checkpoints" / "last.ckpt"
+    progress, log = tmp_path / "progress.txt", tmp_path / "train.log"
+    proc = start_slow_training(cfg, progress, log)
+    # kill inside the epoch, while a step after the saved one is running
+    wait_for(lambda: saved_step(last) >= 2 and max(steps_started(progress), default=-1) > saved_step(last),
+             proc, log)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    killed = load_checkpoint_file(last)  # the atomic writer left a whole file
+    assert killed["epoch"] == 0 and 0 < batches_done(killed) < 5, "not killed mid-epoch"
+    killed_lr = killed["lr_schedulers"][0]["_last_lr"][0]
+
+    before = lr_rows(run_dir_of(cfg))  # what the killed process had flushed to metrics.csv
+    assert run(cfg, "--resume", "last") == 0  # what `python train.py --resume last` runs
+
+    # training went on from the killed step with the scheduler's learning rate, not from step 0
+    resumed = lr_rows(run_dir_of(cfg))[len(before):]
+    steps = [step for step, _ in resumed]
+    assert steps[0] == killed["global_step"] and steps == sorted(steps) and steps[-1] == 9
+    assert resumed[0][1] == killed_lr
+    # warm-up is 1 step of 10: a fresh start would log the peak LR at step 0
+    assert killed_lr < cfg["lr"] and 0 not in steps
+    final = load_checkpoint_file(last)
+    assert final["global_step"] == 10 and epochs_processed(final) == 2 and final["epoch"] == 1
+    assert final["lr_schedulers"][0]["last_epoch"] == 10
+    model = load_trained(run_dir_of(cfg))
+    assert model.class_names == ["green", "red", "곰팡이"]
+    assert all(torch.isfinite(p).all() for p in model.classifier.parameters())
+
+
+# --- item 2 ------------------------------------------------------------------------------------
+class StopAfterFirstEpoch(pl.Callback):
+    """Ends a 2-epoch run after its first epoch, as a kill at the epoch boundary would."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.should_stop = True
+
+
+def test_one_epoch_plus_resume_equals_two_epochs_straight(base_cfg, monkeypatch):
+    import clipcls.trainer
+
+    cfg = {**base_cfg, "epochs": 2}
+    assert run({**cfg, "run_name": "straight"}) == 0
+    build = clipcls.trainer.build_callbacks
+    with monkeypatch.context() as patch:
+        patch.setattr(clipcls.trainer, "build_callbacks", lambda c, d: [*build(c, d), StopAfterFirstEpoch()])
+        assert run({**cfg, "run_name": "split"}) == 0
+    half = load_checkpoint_file(run_dir_of({**cfg, "run_name": "split"}) / "checkpoints" / "last.ckpt")
+    assert half["global_step"] == 3 and epochs_processed(half) == 1
+    assert run({**cfg, "run_name": "split"}, "--resume", "last") == 0
+
+    straight, split = (load_checkpoint_file(run_dir_of({**cfg, "run_name": name}) / "checkpoints" / "last.ckpt")
+                       for name in ("straight", "split"))
+    assert split["global_step"] == straight["global_step"] == 6
+    assert epochs_processed(split) == epochs_processed(straight) == 2
+    assert split["state_dict"].keys() == straight["state_dict"].keys()
+    for name, weight in straight["state_dict"].items():
+        torch.testing.assert_close(split["state_dict"][name], weight, msg=name)
+    # AdamW moments and step counts, and the scheduler (last LR, step count), match too
+    torch.testing.assert_close(split["optimizer_states"], straight["optimizer_states"])
+    assert split["lr_schedulers"] == straight["lr_schedulers"]
+    assert split["lr_schedulers"][0]["last_epoch"] == 6
+
+
+# --- item 4 ------------------------------------------------------------------------------------
+def test_truncated_or_empty_last_checkpoint_is_an_error_naming_it(base_cfg, capsys):
+    assert run(base_cfg) == 0
+    ckpt_dir = run_dir_of(base_cfg) / "checkpoints"
+    last, (best,) = ckpt_dir / "last.ckpt", ckpt_dir.glob("best-*.ckpt")
+    whole = last.read_bytes()
+    capsys.readouterr()
+    for broken, reason in ((whole[: len(whole) // 2], "failed finding central directory"), (b"", "empty (0 bytes)")):
+        last.write_bytes(broken)
+        assert run({**base_cfg, "epochs": 2}, "--resume", "last") == 2
+        err = capsys.readouterr().err
+        assert f"error: cannot load checkpoint {last}" in err or f"error: checkpoint is empty (0 bytes): {last}" in err
+        assert reason in err and "not starting from scratch" in err
+        # the error says which intact checkpoint to resume from instead
+        assert f"continue from it with --resume {best}" in err
+        assert last.read_bytes() == broken  # nothing was trained or overwritten
+    # following the hint works
+    assert run({**base_cfg, "epochs": 2}, "--resume", str(best)) == 0
+    assert load_checkpoint_file(last)["global_step"] == 6
+
+
+# --- item 5 ------------------------------------------------------------------------------------
+def test_sigterm_saves_a_resumable_checkpoint_and_exits_143(base_cfg, tmp_path):
+    cfg = {**base_cfg, "batch_size": 4, "epochs": 2}  # 5 steps an epoch, no step checkpoints
+    last = run_dir_of(cfg) / "checkpoints" / "last.ckpt"
+    progress, log = tmp_path / "progress.txt", tmp_path / "train.log"
+    proc = start_slow_training(cfg, progress, log)
+    wait_for(lambda: max(steps_started(progress), default=-1) >= 2, proc, log)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143, log.read_text(errors="replace")[-3000:]
+    output = log.read_text(errors="replace")
+    assert f"terminated: checkpoint saved in {last}; continue with --resume last" in output
+    # Lightning finished the running step, then the checkpoint was written mid-epoch
+    saved = load_checkpoint_file(last)
+    assert saved["global_step"] == max(steps_started(progress)) + 1
+    assert saved["epoch"] == 0 and 0 < batches_done(saved) < 5
+    assert run(cfg, "--resume", "last") == 0
+    assert load_checkpoint_file(last)["global_step"] == 10
