@@ -5,7 +5,8 @@ __version__ = "0.1.0"
 
 
 def load(path):  # -> clipcls.export.Predictor
-    """Load an exported model directory (see `clipcls export`) as a predictor."""
+    """A predictor (`.predict(images)`) from an export directory (see `clipcls export`), a
+    checkpoint or a run directory."""
     from clipcls.export import load_predictor
 
     return load_predictor(path)

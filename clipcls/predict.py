@@ -21,16 +21,14 @@ from typing import Any, TextIO
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
-from clipcls.data.images import IMAGE_EXTENSIONS, ImageLoadError, load_image
+from clipcls.data.images import IMAGE_EXTENSIONS, ImageLoadError, load_image, to_rgb
 from clipcls.data.index import PathTable
 from clipcls.data.transforms import build_transform
 from clipcls.errors import ClipclsError
 from clipcls.inference import softmax
-from clipcls.model.classifier import ClipClassifier, flatten_descriptions
 from clipcls.trained import TrainedModel
 
 SCORERS = ("head", "text", "ensemble")
@@ -73,26 +71,10 @@ class Prediction:
     scorer: str = "head"
 
 
-def encode_class_descriptions(classifier: ClipClassifier, descriptions: dict[str, list[str]]) -> torch.Tensor:
-    """Class embeddings (C, dim) for `descriptions`, built exactly like the model's own: each
-    description encoded and normalised, averaged per class, renormalised."""
-    names = list(descriptions)
-    texts, owner = flatten_descriptions(names, descriptions)
-    tokens = classifier.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
-    device = classifier.text_ids.device
-    with torch.no_grad():
-        emb = classifier.encode_texts(tokens["input_ids"].to(device), tokens["attention_mask"].to(device))
-    summed = torch.zeros(len(names), emb.shape[1], dtype=emb.dtype, device=emb.device)
-    summed.index_add_(0, torch.tensor(owner, device=emb.device), emb)
-    return F.normalize(summed, dim=-1)
-
-
 def _upright_rgb(image: Image.Image) -> Image.Image:
     """An in-memory image converted the way `load_image` converts a file (EXIF rotation, alpha
     flattened on white, high bit depths scaled), so both routes see the same pixels."""
-    from clipcls.data.images import _to_rgb  # the one conversion rule; kept private in images.py
-
-    return _to_rgb(ImageOps.exif_transpose(image))
+    return to_rgb(ImageOps.exif_transpose(image))
 
 
 class Predictor:
@@ -122,7 +104,7 @@ class Predictor:
         if clash:
             raise PredictError(f"extra classes already known to the model: {clash}")
         self.extra_names = list(extra)
-        self.extra_embeddings = encode_class_descriptions(self.classifier, extra) if extra else None
+        self.extra_embeddings = self.classifier.embed_descriptions(extra) if extra else None
         self.scorer = self.resolve_scorer(scorer)  # validated; "text" whenever there are extra classes
 
     @property

@@ -65,7 +65,7 @@ def load_image(
                 # Decode every pixel now so truncated files fail here, inside the
                 # try, rather than later in a transform far from the file name.
                 upright.load()
-                return _to_rgb(upright)
+                return to_rgb(upright)
     except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types
         # OSError, SyntaxError, ValueError, struct.error, the bomb error/warning...:
         # Pillow's plugins do not share one base class, so catch them all and keep the
@@ -87,7 +87,7 @@ def _draft_jpeg(img: Image.Image, draft_size: tuple[int, int]) -> None:
     img.draft("RGB", (width, height))
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     """Convert a decoded image of any mode to a new 8-bit RGB image."""
     if img.mode.startswith("I") or img.mode == "F":
         return _to_8bit_grey(img).convert("RGB")

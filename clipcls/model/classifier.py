@@ -21,6 +21,14 @@ def flatten_descriptions(class_names: list[str], descriptions: dict[str, list[st
     return texts, owner
 
 
+def average_per_class(embeddings: torch.Tensor, owner: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Mean of each class's normalised description embeddings, renormalised (C, dim): the
+    zero-shot class embedding of open_clip's `zero_shot_classifier`."""
+    summed = torch.zeros(num_classes, embeddings.shape[1], dtype=embeddings.dtype, device=embeddings.device)
+    summed.index_add_(0, owner, embeddings)
+    return F.normalize(summed, dim=-1)
+
+
 class ClipClassifier(nn.Module):
     """Scores images two ways: a head on the normalised image embedding, and cosine similarity
     with the class descriptions (scaled by the logit scale).
@@ -89,10 +97,16 @@ class ClipClassifier(nn.Module):
 
     def class_embeddings(self) -> torch.Tensor:
         """Per class: mean of its normalised description embeddings, renormalised (C, dim)."""
-        emb = self.description_embeddings()
-        summed = torch.zeros(len(self.class_names), emb.shape[1], dtype=emb.dtype, device=emb.device)
-        summed.index_add_(0, self.desc_owner, emb)
-        return F.normalize(summed, dim=-1)
+        return average_per_class(self.description_embeddings(), self.desc_owner, len(self.class_names))
+
+    @torch.no_grad()
+    def embed_descriptions(self, descriptions: dict[str, list[str]]) -> torch.Tensor:
+        """Class embeddings (C, dim) for other classes' descriptions, built like the model's own."""
+        texts, owner = flatten_descriptions(list(descriptions), descriptions)
+        tokens = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        device = self.text_ids.device
+        emb = self.encode_texts(tokens["input_ids"].to(device), tokens["attention_mask"].to(device))
+        return average_per_class(emb, torch.tensor(owner, device=device), len(descriptions))
 
     def sampled_class_embeddings(self) -> torch.Tensor:
         """One randomly chosen description per class (C, dim); only those are encoded when the

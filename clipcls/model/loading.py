@@ -27,7 +27,9 @@ def resolve_model_path(name_or_path: str) -> str:
 def load_clip(name_or_path: str) -> ClipParts:
     """Load CLIPModel, tokenizer and image-processor normalisation from one source."""
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a per-load "Loading weights" bar clutters every command
     source = resolve_model_path(name_or_path)
     model = CLIPModel.from_pretrained(source, attn_implementation="sdpa")
     tokenizer = AutoTokenizer.from_pretrained(source)
