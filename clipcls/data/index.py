@@ -37,8 +37,16 @@ class PathTable:
         return self._data[start:end].tobytes().decode("utf-8", "surrogateescape")
 
     def take(self, indices: np.ndarray) -> "PathTable":
-        """A new table holding the paths at `indices`."""
-        return PathTable([self[int(i)] for i in indices])
+        """A new table holding the paths at `indices` (gathered in numpy: no Python strings)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        starts, lengths = self._offsets[indices], np.diff(self._offsets)[indices]
+        offsets = np.zeros(len(indices) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        # byte k of the new buffer comes from old position starts[j] + (k - offsets[j]) for its path j
+        shift = np.repeat(starts - offsets[:-1], lengths)
+        table = PathTable([])
+        table._offsets, table._data = offsets, self._data[shift + np.arange(offsets[-1])]
+        return table
 
 
 @dataclass

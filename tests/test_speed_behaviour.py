@@ -1,0 +1,69 @@
+"""Behaviour the speed work relies on: cached text embeddings, compact path storage, and numpy
+gathering that returns exactly what the plain Python version would."""
+from __future__ import annotations
+
+import numpy as np
+
+from cfg import CFG
+from clipcls.data.index import PathTable, index_folder, stratified_split
+from conftest import cfg_argv
+
+
+def test_path_table_take_matches_python_selection() -> None:
+    paths = [f"/data/클래스_{i % 3}/{i:05d}.jpg" for i in range(50)] + ["", "/odd/\udcff.jpg", "x"]
+    table = PathTable(paths)
+    picks = np.array([52, 0, 51, 49, 3, 3, 50], dtype=np.int64)
+    taken = table.take(picks)
+    assert [taken[i] for i in range(len(taken))] == [paths[i] for i in picks]
+    assert len(table.take(np.array([], dtype=np.int64))) == 0
+
+
+def test_index_and_split_keep_paths_and_labels_in_numpy(dataset) -> None:
+    root, _ = dataset
+    index = index_folder(root)
+    train, val = stratified_split(index, 0.25, seed=0)
+    for part in (index, train, val):
+        assert isinstance(part.paths._data, np.ndarray) and part.paths._data.dtype == np.uint8
+        assert isinstance(part.paths._offsets, np.ndarray)
+        assert isinstance(part.labels, np.ndarray) and part.labels.dtype == np.int64
+    assert sorted([train.paths[i] for i in range(len(train.paths))] + [val.paths[i] for i in range(len(val.paths))]) \
+        == [index.paths[i] for i in range(len(index.paths))]
+
+
+def _count_text_forwards_in_training_steps(monkeypatch, cfg: dict) -> tuple[int, int]:
+    """Run `python train.py` in-process; count training steps and, with a forward hook on the
+    CLIP text encoder, the text-encoder forwards that happen inside them."""
+    from clipcls.module import ClipClassifierModule
+    from clipcls.train import main
+
+    counts = {"steps": 0, "text": 0, "in_step": False}
+    step = ClipClassifierModule.training_step
+
+    def hook_text_encoder(self) -> None:
+        self.model.clip.text_model.register_forward_hook(lambda *_: counts.update(text=counts["text"] + counts["in_step"]))
+
+    def counting_step(self, batch, batch_idx):
+        counts["steps"] += 1
+        counts["in_step"] = True
+        try:
+            return step(self, batch, batch_idx)
+        finally:
+            counts["in_step"] = False
+
+    monkeypatch.setattr(ClipClassifierModule, "on_fit_start", hook_text_encoder, raising=False)
+    monkeypatch.setattr(ClipClassifierModule, "training_step", counting_step)
+    assert main(cfg_argv(cfg), CFG) == 0
+    return counts["steps"], counts["text"]
+
+
+def test_frozen_text_tower_is_not_run_in_training_steps(monkeypatch, base_cfg) -> None:
+    steps, text = _count_text_forwards_in_training_steps(monkeypatch, base_cfg)
+    assert steps == 3  # 24 images, validation 20% -> 19 training images in batches of 8
+    assert text == 0
+
+
+def test_trainable_text_tower_is_run_once_per_training_step(monkeypatch, base_cfg) -> None:
+    """The counter's positive control: with the text tower training, every step encodes."""
+    steps, text = _count_text_forwards_in_training_steps(monkeypatch, {**base_cfg, "freeze_text": False})
+    assert steps == 3
+    assert text == steps
