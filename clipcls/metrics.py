@@ -106,9 +106,13 @@ def plot_similarity(matrix: np.ndarray, class_names: list[str], path: str | Path
 
     _use_font_covering(class_names)
     matrix = np.asarray(matrix, dtype=float)
+    off_diagonal = matrix[~np.eye(len(matrix), dtype=bool)]
+    # the colour scale spans the off-diagonal range: description cosines often all sit in 0.8-1
+    low = float(off_diagonal.min()) if off_diagonal.size else 0.0
+    low = min(low, 0.999)
     side = max(5.0, 0.55 * len(class_names) + 2.5)
     fig, ax = plt.subplots(figsize=(side + 1, side))
-    image = ax.imshow(matrix, cmap="magma", vmin=min(0.0, float(matrix.min())), vmax=1)
+    image = ax.imshow(matrix, cmap="magma", vmin=low, vmax=1)
     ticks = np.arange(len(class_names))
     ax.set_xticks(ticks, class_names, rotation=45, ha="right")
     ax.set_yticks(ticks, class_names)
@@ -116,7 +120,7 @@ def plot_similarity(matrix: np.ndarray, class_names: list[str], path: str | Path
     if len(class_names) <= 25:  # beyond that the numbers no longer fit their cells
         for (i, j), value in np.ndenumerate(matrix):
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                    color="black" if value > 0.6 else "white")
+                    color="black" if (value - low) / (1 - low) > 0.6 else "white")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="cosine similarity")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

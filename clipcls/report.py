@@ -21,7 +21,7 @@ CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", "Noto Sans", "Noto Sans CJK KR", sans-serif;
        margin: 2rem auto; max-width: 1180px; padding: 0 1rem; color: #1d2430; line-height: 1.45; }
 h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.2rem; margin-top: 2rem;
-     border-bottom: 1px solid #d8dde6; padding-bottom: .25rem; }
+     border-bottom: 1px solid #d8dde6; padding-bottom: .25rem; } h3 { font-size: 1rem; margin-top: 1.2rem; }
 .facts { color: #4b5565; font-size: .9rem; } .facts b { color: #1d2430; }
 table { border-collapse: collapse; font-size: .9rem; margin: .5rem 0; }
 th, td { border: 1px solid #d8dde6; padding: .25rem .6rem; text-align: right; }
