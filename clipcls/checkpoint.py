@@ -91,10 +91,10 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", mma
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # truncated zip, foreign pickle payload, wrong format...
-        raise CheckpointError(f"cannot load checkpoint {path}: {_reason(err)}") from err
+        raise CheckpointError(f"cannot load checkpoint {path}: {describe_load_error(err)}") from err
 
 
-def _reason(err: Exception) -> str:
+def describe_load_error(err: Exception) -> str:
     """The cause in one line. torch's weights-only refusal is a long how-to whose first advice
     is `weights_only=False`; keep only what was refused."""
     lines = str(err).splitlines() or [""]
