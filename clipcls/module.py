@@ -10,11 +10,17 @@ import torch
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from clipcls.errors import ClipclsError
 from clipcls.model.classifier import ClipClassifier
 from clipcls.model.loading import load_clip
 from clipcls.model.loss import total_loss
 
 LOSS_KEYS = ("sim_weight", "fc_weight", "label_smoothing")
+MAX_SKIPPED_STEPS_IN_A_ROW = 25  # a loss non-finite this often is divergence, not a bad batch
+
+
+class TrainingDiverged(ClipclsError):
+    """The loss stayed non-finite: stop rather than skip steps forever."""
 
 
 def _metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -61,6 +67,7 @@ class ClipClassifierModule(pl.LightningModule):
         self.val_metrics = _metrics(len(class_names), "val/")
         self.val_per_class = MulticlassF1Score(len(class_names), average="none")
         self.skipped_steps = 0
+        self.skipped_in_a_row = 0
         self.collected: list[dict[str, torch.Tensor]] | None = None  # set to [] to keep val outputs
 
     @property
@@ -90,16 +97,29 @@ class ClipClassifierModule(pl.LightningModule):
             return None
         out = self.shared_step(batch)
         if not torch.isfinite(out["loss"]):
-            self.skipped_steps += 1
-            pl.utilities.rank_zero_warn(
-                f"non-finite loss at step {self.global_step} (batch {batch_idx}): step skipped, weights unchanged"
-            )
-            return None
+            return self._skip_step(batch_idx)
+        self.skipped_in_a_row = 0
         batch_size = len(out["targets"])
         self.log_dict({"train/loss": out["loss"], "train/contrastive": out["contrastive"],
                        "train/cross_entropy": out["cross_entropy"]}, prog_bar=False, batch_size=batch_size)
         self.log("train/logit_scale", self.model.logit_scale().detach(), batch_size=batch_size)
         return out["loss"]
+
+    def _skip_step(self, batch_idx: int) -> None:
+        """Returning None makes Lightning skip backward and the weight update (single process;
+        under DDP every rank would have to skip together)."""
+        self.skipped_steps += 1
+        self.skipped_in_a_row += 1
+        pl.utilities.rank_zero_warn(
+            f"non-finite loss at step {self.global_step} (batch {batch_idx}): step skipped, weights unchanged"
+        )
+        if self.skipped_in_a_row >= MAX_SKIPPED_STEPS_IN_A_ROW:
+            first = self.global_step - self.skipped_in_a_row + 1
+            raise TrainingDiverged(
+                f"training diverged: the loss was not finite for {self.skipped_in_a_row} steps in a row "
+                f"(steps {first} to {self.global_step}); lower the learning rate or check the data"
+            )
+        return None
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Non-finite gradients (from a finite loss) are zeroed rather than written into weights."""

@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from clipcls.checkpoint import CheckpointError, load_checkpoint_file, remove_stale_temps
 from clipcls.config import parse_config, save_config
 from clipcls.errors import ClipclsError
 
 log = logging.getLogger("clipcls")
+# clipcls.checkpoint (torch, Lightning) is imported inside the functions that use it, so that
+# `python train.py --help` and config errors answer in a fraction of a second.
 SIGTERM_EXIT = 143  # 128 + SIGTERM, what a shell reports for a terminated process
 
 
@@ -36,6 +37,7 @@ class RunDirError(ClipclsError, OSError):
 
 
 def _latest_run_with_checkpoint(output_dir: Path) -> Path:
+    from clipcls.checkpoint import CheckpointError
     runs = [d for d in output_dir.glob("*/") if (d / "checkpoints" / "last.ckpt").exists()] if output_dir.is_dir() else []
     if not runs:
         raise CheckpointError(f"--resume last: no run with checkpoints/last.ckpt under {output_dir}")
@@ -70,6 +72,7 @@ def read_resume_checkpoint(ckpt: Path) -> dict[str, Any]:
     """The checkpoint to resume from, memory-mapped (cheap for large files), or an error naming
     it. A broken last.ckpt never turns into a silent fresh start, and no older checkpoint is
     silently substituted either: the error names a loadable best checkpoint to pass instead."""
+    from clipcls.checkpoint import CheckpointError, load_checkpoint_file
     try:
         return load_checkpoint_file(ckpt, mmap=True)
     except CheckpointError as err:
@@ -77,6 +80,7 @@ def read_resume_checkpoint(ckpt: Path) -> dict[str, Any]:
 
 
 def _best_hint(ckpt: Path) -> str:
+    from clipcls.checkpoint import CheckpointError, load_checkpoint_file
     for best in sorted(ckpt.parent.glob("best-*.ckpt"), reverse=True):
         try:
             load_checkpoint_file(best, mmap=True)
@@ -127,10 +131,11 @@ def checkpoint_bytes(module) -> int:
 
 
 def train(cfg: dict[str, Any]) -> int:
+    from clipcls.checkpoint import CheckpointError, remove_stale_temps
     import pytorch_lightning as pl
 
     from clipcls.data.datamodule import ClipDataModule, prepare_data
-    from clipcls.module import ClipClassifierModule
+    from clipcls.module import ClipClassifierModule, TrainingDiverged
     from clipcls.trainer import build_trainer, finalize_run
 
     pl.seed_everything(cfg["seed"], workers=True, verbose=False)
@@ -158,6 +163,10 @@ def train(cfg: dict[str, Any]) -> int:
         print(f"terminated: checkpoint saved in {run_dir / 'checkpoints' / 'last.ckpt'}; "
               "continue with --resume last", file=sys.stderr)
         return SIGTERM_EXIT
+    except TrainingDiverged as err:
+        last = run_dir / "checkpoints" / "last.ckpt"
+        kept = f"{last} holds the state from before" if last.exists() else "no checkpoint was saved before it"
+        raise TrainingDiverged(f"{err}; {kept}") from None
     if trainer.is_global_zero:
         metrics = finalize_run(trainer, module, datamodule, run_dir)
         print(f"\nrun directory: {run_dir}")

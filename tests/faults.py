@@ -42,10 +42,14 @@ def child_env() -> dict[str, str]:
 
 
 def start_slow_training(cfg: dict, progress: Path, log: Path, delay: float = 0.3) -> subprocess.Popen:
-    """Start `python train.py` on `cfg` in a child process, each step taking at least `delay` s."""
+    """Start `python train.py` on `cfg` in a child process, each step taking at least `delay` s.
+
+    The child leads a new process group (its pid is the group id), as a job under a scheduler
+    does, so a test can signal it together with its DataLoader workers."""
     command = [sys.executable, "-c", SLOW_TRAIN, str(progress), str(delay), *cfg_argv(cfg)]
     with log.open("wb") as out:
-        return subprocess.Popen(command, cwd=ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(command, cwd=ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
 
 
 def run_train_py(cfg: dict, *extra: str, timeout: float = 180) -> subprocess.CompletedProcess:

@@ -2,6 +2,7 @@
 broken checkpoint is an error naming it, never a silent fresh start."""
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def test_kill_9_mid_epoch_then_resume_last_continues(base_cfg, tmp_path):
     # kill inside the epoch, while a step after the saved one is running
     wait_for(lambda: saved_step(last) >= 2 and max(steps_started(progress), default=-1) > saved_step(last),
              proc, log)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
     killed = load_checkpoint_file(last)  # the atomic writer left a whole file
     assert killed["epoch"] == 0 and 0 < batches_done(killed) < 5, "not killed mid-epoch"
@@ -129,12 +130,13 @@ def test_truncated_or_empty_last_checkpoint_is_an_error_naming_it(base_cfg, caps
 
 # --- item 5 ------------------------------------------------------------------------------------
 def test_sigterm_saves_a_resumable_checkpoint_and_exits_143(base_cfg, tmp_path):
-    cfg = {**base_cfg, "batch_size": 4, "epochs": 2}  # 5 steps an epoch, no step checkpoints
+    # 5 steps an epoch, no step checkpoints; 2 loader workers, which get the signal too
+    cfg = {**base_cfg, "batch_size": 4, "epochs": 2, "num_workers": 2}
     last = run_dir_of(cfg) / "checkpoints" / "last.ckpt"
     progress, log = tmp_path / "progress.txt", tmp_path / "train.log"
     proc = start_slow_training(cfg, progress, log)
     wait_for(lambda: max(steps_started(progress), default=-1) >= 2, proc, log)
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)  # as Slurm, `timeout` or Ctrl-\ would: every process
     assert proc.wait(timeout=60) == 143, log.read_text(errors="replace")[-3000:]
     output = log.read_text(errors="replace")
     assert f"terminated: checkpoint saved in {last}; continue with --resume last" in output

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader, RandomSampler
 
 from clipcls.data.dataset import ImageDataset, build_sampler, collate_skipping_bad
@@ -44,12 +46,23 @@ def default_workers(requested: int | None) -> int:
     return requested if requested is not None else min(8, os.cpu_count() or 1)
 
 
+def worker_init(worker_id: int) -> None:
+    """Loader workers ignore SIGTERM. Schedulers (Slurm, `timeout`, a process-group kill) signal
+    every process, and a worker dying first would crash the run before the main process could
+    save a checkpoint; the main process stops after the batch, saves and shuts its workers down
+    (they also exit on their own once it is gone). Then Lightning's per-worker seeding, which it
+    adds only to loaders without an init function."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):
+        pl_worker_init_function(worker_id)
+
+
 def make_loader(dataset: ImageDataset, batch_size: int, workers: int, sampler=None, shuffle: bool = False) -> DataLoader:
     """A DataLoader that skips unreadable samples and keeps its workers between epochs."""
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle and sampler is None,
         num_workers=workers, collate_fn=collate_skipping_bad, pin_memory=torch.cuda.is_available(),
-        persistent_workers=workers > 0, drop_last=False,
+        persistent_workers=workers > 0, drop_last=False, worker_init_fn=worker_init if workers > 0 else None,
     )
 
 
