@@ -35,7 +35,8 @@ class LastCheckpoint(Checkpoint):
         trainer.save_checkpoint(self.path)
         self._saved_step = trainer.global_step
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         step = trainer.global_step
         if self.every_n_steps and step and step % self.every_n_steps == 0 and step != self._saved_step:
             self._save(trainer)
@@ -54,7 +55,7 @@ class AppendingCSVLogger(CSVLogger):
 
     @property
     @rank_zero_experiment
-    def experiment(self):
+    def experiment(self) -> Any:
         if self._experiment is None:
             path = Path(self.log_dir) / "metrics.csv"
             previous = path.read_bytes() if path.is_file() else b""

@@ -105,6 +105,10 @@ def test_one_epoch_plus_resume_equals_two_epochs_straight(base_cfg, monkeypatch)
     torch.testing.assert_close(split["optimizer_states"], straight["optimizer_states"])
     assert split["lr_schedulers"] == straight["lr_schedulers"]
     assert split["lr_schedulers"][0]["last_epoch"] == 6
+    # the resumed run appended to metrics.csv (Lightning's CSVLogger would have deleted it):
+    # one learning-rate curve, the same as the straight run's
+    curves = [lr_rows(run_dir_of({**cfg, "run_name": name})) for name in ("straight", "split")]
+    assert curves[1] == curves[0] and [step for step, _ in curves[0]] == [0, 1, 2, 3, 4, 5]
 
 
 # --- item 4 ------------------------------------------------------------------------------------
