@@ -2,6 +2,10 @@
 gathering that returns exactly what the plain Python version would."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 
 from cfg import CFG
@@ -67,3 +71,22 @@ def test_trainable_text_tower_is_run_once_per_training_step(monkeypatch, base_cf
     steps, text = _count_text_forwards_in_training_steps(monkeypatch, {**base_cfg, "freeze_text": False})
     assert steps == 3
     assert text == steps
+
+
+def test_help_paths_do_not_import_torch() -> None:
+    """`python train.py --help` and `clipcls --help` answer without importing torch or Lightning."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from cfg import CFG\n"
+        "import clipcls.train, clipcls.cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert clipcls.cli.main(['--help']) == 0\n"
+        "    try:\n"
+        "        clipcls.train.main(['--help'], CFG)\n"
+        "    except SystemExit as exit_:\n"
+        "        assert exit_.code == 0\n"
+        "print(sorted(m for m in ('torch', 'pytorch_lightning', 'transformers') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip().splitlines()[-1] == "[]"
