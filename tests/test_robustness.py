@@ -188,6 +188,7 @@ def predictions_by_file(model, folder: Path, class_names: list[str]) -> dict[str
 def test_class_indices_follow_the_model_not_the_folder(base_cfg, tmp_path, capsys):
     from clipcls.data.index import DatasetError, index_folder
     from clipcls.evaluate import main as evaluate
+    from clipcls.predict import main as predict
     from clipcls.trained import load_trained
 
     assert run(base_cfg) == 0
@@ -206,6 +207,7 @@ def test_class_indices_follow_the_model_not_the_folder(base_cfg, tmp_path, capsy
     scored = predictions_by_file(model, partial, model.class_names)
     assert len(scored) == 16 and all(truth == name.split("/")[0] for name, (truth, _) in scored.items())
     assert scored == {name: reference[name] for name in scored}  # same files, same predicted classes
+    assert {guess for _, guess in scored.values()} == {"red", "곰팡이"}  # (trivially separable colours)
 
     # the same through `clipcls evaluate`
     assert evaluate([str(run_dir), "--data", str(partial), "--out", str(tmp_path / "eval"),
@@ -215,6 +217,13 @@ def test_class_indices_follow_the_model_not_the_folder(base_cfg, tmp_path, capsy
     with (tmp_path / "eval" / "predictions.csv").open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert {f"{Path(r['path']).parent.name}/{Path(r['path']).name}": (r["true"], r["head"]) for r in rows} == scored
+    # and through `clipcls predict`, which reads no labels at all
+    assert predict([str(run_dir), str(partial), "--out", str(tmp_path / "pred.csv"), "--workers", "0",
+                    "--device", "cpu"]) == 0
+    with (tmp_path / "pred.csv").open(newline="", encoding="utf-8") as handle:
+        predicted = {f"{Path(r['path']).parent.name}/{Path(r['path']).name}": r["prediction"]
+                     for r in csv.DictReader(handle)}
+    assert predicted == {name: guess for name, (_, guess) in scored.items()}
 
     # an extra class the model never saw ("blue" sorts first) is refused by name
     (partial / "blue").mkdir()
