@@ -98,7 +98,8 @@ def describe_load_error(err: Exception) -> str:
     """The cause in one line. torch's weights-only refusal is a long how-to whose first advice
     is `weights_only=False`; keep only what was refused."""
     lines = str(err).splitlines() or [""]
-    refused = [line.split("WeightsUnpickler error:", 1)[1].strip() for line in lines if "WeightsUnpickler error:" in line]
+    marker = "WeightsUnpickler error:"
+    refused = [line.split(marker, 1)[1].strip() for line in lines if marker in line]
     if refused:
         what = refused[0].split(" was not an allowed global")[0]
         return f"it holds Python objects other than tensors and plain data, which could run code; refused ({what})"
@@ -108,8 +109,11 @@ def describe_load_error(err: Exception) -> str:
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint IO with atomic saves and weights-only loads."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
+                        storage_options: Any | None = None) -> None:
         save_checkpoint_file(checkpoint, path)
 
-    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(self, path: str | os.PathLike, map_location: Any | None = None,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        # always weights-only, whatever the caller asks for
         return load_checkpoint_file(path, map_location or "cpu")

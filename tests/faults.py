@@ -63,11 +63,15 @@ def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, log: Path, t
     deadline = time.monotonic() + timeout
     while not condition():
         if proc.poll() is not None:
-            raise AssertionError(f"training exited early ({proc.returncode}):\n{log.read_text(errors='replace')[-3000:]}")
+            raise AssertionError(f"training exited early ({proc.returncode}):\n{tail(log)}")
         if time.monotonic() > deadline:
             proc.kill()
-            raise AssertionError(f"timed out waiting:\n{log.read_text(errors='replace')[-3000:]}")
+            raise AssertionError(f"timed out waiting:\n{tail(log)}")
         time.sleep(0.05)
+
+
+def tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:]
 
 
 def steps_started(progress: Path) -> list[int]:

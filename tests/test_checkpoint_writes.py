@@ -68,7 +68,10 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatc
     assert files(tmp_path) == {"last.ckpt": b"old" * 1000}
 
 
-def interrupted_training(cfg: dict, monkeypatch, error: OSError, capsys) -> tuple[dict[str, bytes], dict[str, bytes], str]:
+Files = dict[str, bytes]
+
+
+def interrupted_training(cfg: dict, monkeypatch, error: OSError, capsys) -> tuple[Files, Files, str]:
     """Train 1 epoch, then resume for a 2nd whose first checkpoint save fails half-way with
     `error`: the checkpoint directory before and after, and what the failing run printed."""
     assert run(cfg) == 0
@@ -147,7 +150,7 @@ def test_too_little_free_space_is_an_error_before_training(base_cfg, monkeypatch
 
     import clipcls.train
 
-    usage = shutil.disk_usage(base_cfg["output_dir"].rsplit("/", 1)[0])
+    usage = shutil.disk_usage(Path(base_cfg["output_dir"]).parent)
     monkeypatch.setattr(clipcls.train.shutil, "disk_usage", lambda path: usage._replace(free=1 << 20))
     assert run(base_cfg) == 2
     run_dir = Path(base_cfg["output_dir"]) / "test"
