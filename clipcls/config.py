@@ -34,7 +34,23 @@ def parse_config(cfg_class: type, argv: list[str] | None) -> dict[str, Any]:
     values = {f.name: namespace[f.name] for f in dataclasses.fields(cfg_class)}
     values = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
     validate(values)
-    return values
+    return absolute_paths(values)
+
+
+_PATH_KEYS = ("train_dataset_dir", "val_dataset_dir", "class_description_yaml_file", "output_dir")
+
+
+def absolute_paths(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Resolve file-system paths, so a run's saved config works from any directory."""
+    out = dict(cfg)
+    for key in _PATH_KEYS:
+        if out[key]:
+            out[key] = str(Path(out[key]).expanduser().resolve())
+    if Path(out["model_name"]).is_dir():  # a local checkpoint; Hub names and "tiny" stay names
+        out["model_name"] = str(Path(out["model_name"]).resolve())
+    if out["resume"] not in (None, "last"):
+        out["resume"] = str(Path(out["resume"]).expanduser().resolve())
+    return out
 
 
 _POSITIVE = ("batch_size", "epochs", "img_transform_size_W", "img_transform_size_H", "accumulate_grad_batches", "num_nodes")
