@@ -49,6 +49,20 @@ class LastCheckpoint(Checkpoint):
             self._save(trainer)
 
 
+class SkipTrainedBatches(pl.Callback):
+    """After a mid-epoch resume Lightning restarts the epoch's DataLoader from its first batch
+    while counting on from the batches already done: those would be trained twice and the rest
+    of the epoch never. The epoch-seeded sampler skips them instead, so a run killed mid-epoch
+    sees the same batches as an uninterrupted one."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loader = trainer.train_dataloader
+        sampler = getattr(loader, "sampler", None)
+        if trainer.fit_loop.restarted_mid_epoch and hasattr(sampler, "skip"):
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+            sampler.skip = {trainer.current_epoch: done * loader.batch_size}
+
+
 class AppendingCSVLogger(CSVLogger):
     """CSVLogger that keeps the rows already in metrics.csv: Lightning's deletes the file when
     a run resumes, which would drop the training curves of everything before the resume."""
@@ -79,6 +93,7 @@ def build_callbacks(cfg: dict[str, Any], ckpt_dir: Path) -> list[pl.Callback]:
                         save_top_k=1, auto_insert_metric_name=False),
         # with checkpoint_every_n_steps a killed run loses at most that many steps
         LastCheckpoint(ckpt_dir / "last.ckpt", cfg["checkpoint_every_n_steps"]),
+        SkipTrainedBatches(),
         LearningRateMonitor(logging_interval="step"),
         TQDMProgressBar(refresh_rate=10),
     ]

@@ -1,8 +1,10 @@
 """From config to DataLoaders: classes, descriptions, the split and the loaders."""
 from __future__ import annotations
 
+import itertools
 import os
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,15 +73,21 @@ class EpochSeededRandomSampler(RandomSampler):
 
     Lightning calls `set_epoch` before every epoch, so a resumed run sees the same order as an
     uninterrupted one; a plain shuffle draws from the global RNG, which a resume does not restore.
+    After a mid-epoch resume, `skip` leaves out the samples the checkpoint had already trained on.
     """
 
     def __init__(self, data_source, seed: int) -> None:
         super().__init__(data_source, generator=torch.Generator())
         self.seed = seed
+        self.skip: dict[int, int] = {}  # epoch -> samples of its order already trained on
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
         self.generator.manual_seed(self.seed + epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(super().__iter__(), self.skip.pop(self.epoch, 0), None)
 
 
 class ClipDataModule(pl.LightningDataModule):
