@@ -4,6 +4,7 @@ the training pipeline (the unit tests of images.py and descriptions.py cover the
 from __future__ import annotations
 
 import ast
+import dataclasses
 import logging
 from collections import OrderedDict
 from pathlib import Path
@@ -183,8 +184,8 @@ def test_yaml_11_keys_match_folders_named_no_on_010_null(tmp_path):
             Image.fromarray(np.full((8, 8, 3), 40 * i + j, np.uint8)).save(tmp_path / "train" / name / f"{j}.png")
     yaml_file = tmp_path / "descriptions.yaml"
     yaml_file.write_text("".join(f"{name}: a photo of {name}\n" for name in names))  # unquoted on purpose
-    cfg = {"class_description_yaml_file": str(yaml_file), "train_dataset_dir": str(tmp_path / "train"),
-           "val_dataset_dir": None, "test_size": 0.5, "seed": 0}
+    cfg = {**dataclasses.asdict(CFG()), "class_description_yaml_file": str(yaml_file),
+           "train_dataset_dir": str(tmp_path / "train"), "test_size": 0.5}
     data = prepare_data(cfg)
     assert data.class_names == sorted(names) and all(isinstance(n, str) for n in data.class_names)
     assert data.descriptions == {name: [f"a photo of {name}"] for name in sorted(names)}
