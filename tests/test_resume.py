@@ -145,7 +145,7 @@ def test_sigterm_saves_a_resumable_checkpoint_and_exits_143(base_cfg, tmp_path):
     progress, log = tmp_path / "progress.txt", tmp_path / "train.log"
     proc = start_slow_training(cfg, progress, log)
     wait_for(lambda: max(steps_started(progress), default=-1) >= 2, proc, log)
-    os.killpg(proc.pid, signal.SIGTERM)  # as Slurm, `timeout` or Ctrl-\ would: every process
+    os.killpg(proc.pid, signal.SIGTERM)  # as Slurm's scancel or `timeout` do: every process
     assert proc.wait(timeout=60) == 143, log.read_text(errors="replace")[-3000:]
     output = log.read_text(errors="replace")
     assert f"terminated: checkpoint saved in {last}; continue with --resume last" in output
