@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from clipcls.checkpoint import CheckpointError, load_checkpoint_file
+from clipcls.checkpoint import CheckpointError, describe_load_error, load_checkpoint_file
 from clipcls.model.classifier import ClipClassifier
 
 
@@ -105,7 +105,7 @@ def load_export(directory: str | Path) -> TrainedModel:
         parts = load_clip(str(directory))
         head_state = load_file(directory / EXPORT_HEAD)
     except Exception as err:  # transformers and safetensors raise OSError, ValueError, ...
-        raise CheckpointError(f"cannot load export {directory}: {type(err).__name__}: {err}") from err
+        raise CheckpointError(f"cannot load export {directory}: {describe_load_error(err)}") from err
     classifier = ClipClassifier(
         parts.model, parts.tokenizer, meta["class_names"], meta["descriptions"],
         head=meta["head"]["kind"], head_init="random",  # random: overwritten by the saved head next
