@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from clipcls.errors import ClipclsError
+from clipcls.errors import ClipclsError, exit_status
 
 log = logging.getLogger("clipcls.evaluate")
 HEADLINE = (("accuracy", "accuracy"), ("macro_f1", "macro F1"), ("weighted_f1", "weighted F1"))
@@ -326,8 +326,4 @@ def main(argv: list[str] | None = None) -> int:
     """`clipcls evaluate MODEL [--data DIR] ...`; returns 2 for bad input (the message names it)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    try:
-        return evaluate(args)
-    except ClipclsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return exit_status(lambda: evaluate(args))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from clipcls.config import parse_config, save_config
-from clipcls.errors import ClipclsError
+from clipcls.errors import ClipclsError, exit_status
 
 log = logging.getLogger("clipcls")
 # clipcls.checkpoint (torch, Lightning) is imported inside the functions that use it, so that
@@ -25,11 +25,7 @@ def main(argv: list[str] | None = None, cfg_class: type | None = None) -> int:
     if cfg_class is None:
         raise TypeError("main() needs the CFG class (train.py passes cfg.CFG)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return train(parse_config(cfg_class, argv))
-    except ClipclsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return exit_status(lambda: train(parse_config(cfg_class, argv)))
 
 
 class RunDirError(ClipclsError, OSError):

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import html
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from clipcls.errors import ClipclsError
+from clipcls.errors import ClipclsError, exit_status
 from clipcls.evaluate import (EvaluateError, Evaluation, evaluate_classifier, format_table, make_eval_loader,
                               pick_device, summary, warn_problems, write_evaluation)
 
@@ -214,8 +213,4 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    try:
-        return zeroshot(args)
-    except ClipclsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return exit_status(lambda: zeroshot(args))

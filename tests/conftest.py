@@ -25,8 +25,7 @@ def make_folder(root: Path, per_class: int = 8, size: int = 24, seed: int = 0) -
     return root
 
 
-@pytest.fixture
-def dataset(tmp_path: Path) -> tuple[Path, Path]:
+def make_dataset(tmp_path: Path) -> tuple[Path, Path]:
     """(image folder, descriptions YAML) with three classes, one of them Korean."""
     root = make_folder(tmp_path / "train")
     yaml_file = tmp_path / "descriptions.yaml"
@@ -36,21 +35,29 @@ def dataset(tmp_path: Path) -> tuple[Path, Path]:
     return root, yaml_file
 
 
-@pytest.fixture
-def base_cfg(dataset, tmp_path: Path) -> dict:
-    """A resolved config for a seconds-long CPU run on the tiny model."""
+def tiny_cfg(root: Path, yaml_file: Path, output_dir: Path) -> dict:
+    """A resolved config for a seconds-long CPU run on the tiny model (run dir: output_dir/test)."""
     from cfg import CFG
 
-    root, yaml_file = dataset
     cfg = dataclasses.asdict(CFG())
     cfg.update(
         train_dataset_dir=str(root), class_description_yaml_file=str(yaml_file), model_name="tiny",
         img_transform_size_W=32, img_transform_size_H=32, batch_size=8, epochs=1, num_workers=0,
-        output_dir=str(tmp_path / "runs"), run_name="test", lr=1e-3, augment="none", accelerator="cpu",
+        output_dir=str(output_dir), run_name="test", lr=1e-3, augment="none", accelerator="cpu",
         devices=1, log_every_n_steps=1, checkpoint_every_n_steps=None,
     )
     cfg["optim_betas"] = list(cfg["optim_betas"])
     return cfg
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> tuple[Path, Path]:
+    return make_dataset(tmp_path)
+
+
+@pytest.fixture
+def base_cfg(dataset, tmp_path: Path) -> dict:
+    return tiny_cfg(*dataset, tmp_path / "runs")
 
 
 def cfg_argv(cfg: dict) -> list[str]:

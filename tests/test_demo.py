@@ -12,11 +12,11 @@ from PIL import Image
 from clipcls.data.demo import (
     DEMO_CLASSES,
     MARKER_NAME,
-    SIDES,
     main,
     make_demo_dataset,
     scaled_counts,
 )
+from clipcls.data.demo_draw import SIDES
 
 SCALE = 0.02  # 2-5 images per class: the whole set draws in well under a second
 DESCRIPTIONS = Path(__file__).resolve().parents[1] / "info" / "demo_class_descriptions.yaml"

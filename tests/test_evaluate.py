@@ -16,7 +16,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from cfg import CFG
 from clipcls.evaluate import main as evaluate_main
 from clipcls.zeroshot import main as zeroshot_main
-from tests.conftest import CLASSES, cfg_argv, make_folder
+from tests.conftest import cfg_argv, make_folder
 
 MODEL_ORDER = ["green", "red", "곰팡이"]  # sorted folder names: the order training saves
 

@@ -14,7 +14,7 @@ from cfg import CFG
 from clipcls import export
 from clipcls.checkpoint import CheckpointError
 from clipcls.trained import load_trained
-from tests.conftest import CLASSES, cfg_argv, make_folder
+from tests.conftest import CLASSES, cfg_argv, make_dataset, tiny_cfg
 
 TOL = 1e-5
 
@@ -24,18 +24,7 @@ def train_tiny_run(root: Path) -> Path:
     on CPU); returns the run directory."""
     import clipcls.train
 
-    data = make_folder(root / "train")
-    descriptions = root / "descriptions.yaml"
-    text = '"red": a red square\n"green": [a green square, green noise]\n"곰팡이": 파란색 사각형\n'
-    descriptions.write_text(text, encoding="utf-8")
-    cfg = dataclasses.asdict(CFG())
-    cfg.update(
-        train_dataset_dir=str(data), class_description_yaml_file=str(descriptions), model_name="tiny",
-        img_transform_size_W=32, img_transform_size_H=32, batch_size=8, epochs=1, num_workers=0,
-        output_dir=str(root / "runs"), run_name="test", lr=1e-3, augment="none", accelerator="cpu",
-        devices=1, log_every_n_steps=1, checkpoint_every_n_steps=None,
-    )
-    cfg["optim_betas"] = list(cfg["optim_betas"])
+    cfg = tiny_cfg(*make_dataset(root), root / "runs")
     assert clipcls.train.main(cfg_argv(cfg), CFG) == 0
     return root / "runs" / "test"
 

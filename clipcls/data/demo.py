@@ -21,10 +21,9 @@ import math
 import os
 import pathlib
 
-import numpy as np
 from PIL import Image
 
-from clipcls.data.demo_draw import SIDES, render_image
+from clipcls.data.demo_draw import render_image
 
 # Class name -> number of images at scale 1. Largest:smallest is 250:50 (5:1), 860 in all.
 DEMO_CLASSES: dict[str, int] = {
