@@ -90,3 +90,22 @@ def test_help_paths_do_not_import_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_only_non_finite_gradients_are_zeroed_before_the_step(base_cfg) -> None:
+    """The fast all-gradients norm check still zeroes exactly the non-finite gradients."""
+    import torch
+
+    from clipcls.module import ClipClassifierModule
+
+    module = ClipClassifierModule(base_cfg, ["a", "b"], {"a": ["an a"], "b": ["a b"]})
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.ones_like(p)
+    module.on_before_optimizer_step(None)  # all finite: untouched
+    assert all(bool((p.grad == 1).all()) for p in params)
+    params[0].grad.view(-1)[0] = float("nan")
+    params[-1].grad.view(-1)[-1] = float("inf")
+    module.on_before_optimizer_step(None)
+    assert bool((params[0].grad == 0).all()) and bool((params[-1].grad == 0).all())
+    assert all(bool((p.grad == 1).all()) for p in params[1:-1])
