@@ -21,7 +21,7 @@ class CFG:
     augment: Literal["none", "flip", "trivialaugment", "randaugment"] = "trivialaugment"  # train policy
     sampler: Literal["random", "balanced", "per_class"] = "random"  # per_class = seed's 1 image/class/step
     batch_size: int = 32  # images per step per device (per_class sampler: number of classes)
-    num_workers: Optional[int] = None  # DataLoader workers; None = min(8, CPU count)
+    num_workers: Optional[int] = None  # loader workers; None = min(8, CPUs) with a GPU, CPUs // 4 on CPU
 
     # --- model ---
     model_name: str = "openai/clip-vit-base-patch32"  # Hub name, local directory, or "tiny" (offline)

@@ -10,6 +10,7 @@ import numpy as np
 
 from cfg import CFG
 from clipcls.data.index import PathTable, index_folder, stratified_split
+from clipcls.train import main
 from conftest import cfg_argv
 
 
@@ -38,7 +39,6 @@ def _count_text_forwards_in_training_steps(monkeypatch, cfg: dict) -> tuple[int,
     """Run `python train.py` in-process; count training steps and, with a forward hook on the
     CLIP text encoder, the text-encoder forwards that happen inside them."""
     from clipcls.module import ClipClassifierModule
-    from clipcls.train import main
 
     counts = {"steps": 0, "text": 0, "in_step": False}
     step = ClipClassifierModule.training_step
@@ -109,3 +109,49 @@ def test_only_non_finite_gradients_are_zeroed_before_the_step(base_cfg) -> None:
     module.on_before_optimizer_step(None)
     assert bool((params[0].grad == 0).all()) and bool((params[-1].grad == 0).all())
     assert all(bool((p.grad == 1).all()) for p in params[1:-1])
+
+
+def test_cpu_training_splits_cores_between_workers_and_threads(monkeypatch) -> None:
+    import torch
+
+    from clipcls.data import datamodule
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        for cpus, processes, workers, threads in [(2, 1, 0, 2), (8, 1, 2, 6), (16, 2, 2, 6), (1, 1, 0, 1)]:
+            monkeypatch.setattr(datamodule, "usable_cpus", lambda cpus=cpus: cpus)
+            assert datamodule.default_workers(None, cpu_compute=True, processes=processes) == workers
+            assert datamodule.balance_cpu_threads(workers, processes) == threads == torch.get_num_threads()
+        assert datamodule.default_workers(None) == 1  # feeding a GPU: one per CPU (here 1) up to 8
+        assert datamodule.default_workers(3, cpu_compute=True) == 3  # an explicit count always wins
+        assert datamodule.balance_cpu_threads(3) == 1  # more workers than cores: still one thread
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(2)
+        assert datamodule.balance_cpu_threads(0) == 2  # the user's OMP_NUM_THREADS setting is kept
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_training_on_cpu_applies_the_split(monkeypatch, base_cfg) -> None:
+    """`python train.py` on CPU with num_workers unset: workers and threads follow the CPU split."""
+    import torch
+
+    from clipcls.data import datamodule
+
+    seen = {}
+    setup = datamodule.ClipDataModule.setup
+
+    def recording_setup(self, stage: str) -> None:
+        setup(self, stage)
+        seen.update(workers=self.workers, threads=torch.get_num_threads())
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(datamodule, "usable_cpus", lambda: 4)
+    monkeypatch.setattr(datamodule.ClipDataModule, "setup", recording_setup)
+    before = torch.get_num_threads()
+    try:
+        assert main(cfg_argv({**base_cfg, "num_workers": None}), CFG) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {"workers": 1, "threads": 3}

@@ -43,9 +43,39 @@ def prepare_data(cfg: dict[str, Any]) -> TrainData:
     return TrainData(index.class_names, ordered, train, val)
 
 
-def default_workers(requested: int | None) -> int:
-    """Requested count, or one per CPU up to 8."""
-    return requested if requested is not None else min(8, os.cpu_count() or 1)
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_workers(requested: int | None, cpu_compute: bool = False, processes: int = 1) -> int:
+    """Loader workers per process: the requested count; else, feeding an accelerator, one per CPU
+    up to 8; else (the CPUs also run the model) a quarter of this process's share of the CPUs,
+    so that most cores compute. On 2 cores that is 0 (loading in-line): there, a compute-bound
+    model trained faster with both cores computing than with one core kept for a worker
+    (benchmarks/RESULTS.md); set num_workers to move cores to loading for data-bound runs."""
+    if requested is not None:
+        return requested
+    if not cpu_compute:
+        return min(8, usable_cpus())
+    return max(1, usable_cpus() // max(1, processes)) // 4
+
+
+def balance_cpu_threads(workers: int, processes: int = 1) -> int:
+    """Give a process that runs the model on CPU the cores its loader workers leave free.
+
+    PyTorch's OpenMP threads wait for each other at every operation, so on oversubscribed cores
+    (intra-op threads + busy workers > cores) a step slows down far more than the loading work
+    costs. OMP_NUM_THREADS, when set, is respected. Returns the thread count in use.
+    """
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    threads = max(1, usable_cpus() // max(1, processes) - workers)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def worker_init(worker_id: int) -> None:
@@ -100,6 +130,15 @@ class ClipDataModule(pl.LightningDataModule):
         self.train_set = ImageDataset(data.train, build_transform(size, mean, std, cfg["augment"]), draft_size=size[::-1])
         self.val_set = ImageDataset(data.val, build_transform(size, mean, std, "none"), draft_size=size[::-1])
         self.workers = default_workers(cfg["num_workers"])
+
+    def setup(self, stage: str) -> None:
+        """When the CPUs run the model, split them between loader workers and its threads."""
+        from pytorch_lightning.accelerators import CPUAccelerator
+
+        if self.trainer is not None and isinstance(self.trainer.accelerator, CPUAccelerator):
+            processes = self.trainer.num_devices
+            self.workers = default_workers(self.cfg["num_workers"], cpu_compute=True, processes=processes)
+            balance_cpu_threads(self.workers, processes)
 
     def train_dataloader(self) -> DataLoader:
         num_classes = len(self.data.class_names)
