@@ -18,7 +18,7 @@ class CFG:
     test_size: float = 0.2  # validation fraction of the stratified, seeded split of train_dataset_dir
     img_transform_size_W: int = 224  # input width (the seed used 512; other sizes interpolate positions)
     img_transform_size_H: int = 224  # input height
-    augment: Literal["none", "flip", "trivialaugment", "randaugment"] = "trivialaugment"  # train policy
+    augment: Literal["none", "flip", "trivialaugment", "randaugment"] = "trivialaugment"  # all but none flip and quarter-turn
     sampler: Literal["random", "balanced", "per_class"] = "random"  # per_class = seed's 1 image/class/step
     batch_size: int = 32  # images per step per device (per_class sampler: number of classes)
     num_workers: Optional[int] = None  # loader workers; None = min(8, CPUs) with a GPU, CPUs // 4 on CPU

@@ -105,3 +105,15 @@ def test_transforms_are_chosen_by_name(tmp_path):
     assert out.shape == (3, 8, 12)
     plain = build_transform((8, 12), [0.5] * 3, [0.5] * 3, "none")(image)
     assert torch.allclose(plain[0], torch.ones(8, 12)) and torch.allclose(plain[1], -torch.ones(8, 12))
+
+
+def test_flip_policy_draws_all_eight_symmetries_of_a_square():
+    from PIL import Image
+
+    image = Image.new("RGB", (16, 16))
+    image.paste((255, 255, 255), (0, 0, 8, 4))  # an off-centre bar: each symmetry moves it differently
+    transform = build_transform((16, 16), [0.5] * 3, [0.5] * 3, "flip")
+    torch.manual_seed(0)
+    seen = {tuple((transform(image)[0] > 0).flatten().tolist()) for _ in range(300)}
+    assert len(seen) == 8
+    assert build_transform((8, 12), [0.5] * 3, [0.5] * 3, "flip")(image).shape == (3, 8, 12)

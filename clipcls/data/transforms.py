@@ -2,9 +2,24 @@
 from __future__ import annotations
 
 import torch
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 AUGMENTATIONS = ("none", "flip", "trivialaugment", "randaugment")
+
+
+class RandomQuarterTurn(torch.nn.Module):
+    """Rotate a square image by a random multiple of 90 degrees (exact, no interpolation).
+
+    With the two flips this draws from all 8 symmetries of the square: surface defects have no
+    up or down. Non-square images are left as they are, since a turn would change their shape.
+    """
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if image.shape[-1] != image.shape[-2]:
+            return image
+        turns = int(torch.randint(0, 4, ()))
+        return image if turns == 0 else tv_tensors.wrap(torch.rot90(image, turns, (-2, -1)), like=image)
 
 
 def build_transform(
@@ -19,7 +34,7 @@ def build_transform(
         raise ValueError(f"unknown augment {augment!r}: expected one of {AUGMENTATIONS}")
     steps: list = [v2.ToImage(), v2.Resize(size, antialias=True)]
     if augment != "none":
-        steps += [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
+        steps += [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(), RandomQuarterTurn()]
     if augment == "trivialaugment":
         steps.append(v2.TrivialAugmentWide())
     elif augment == "randaugment":
