@@ -164,12 +164,17 @@ class ClipClassifierModule(pl.LightningModule):
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": cfg["optim_weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
             lr=cfg["lr"], betas=tuple(cfg["optim_betas"]), eps=cfg["optim_eps"],
-            fused=self.device.type in ("cpu", "cuda") or None,  # one kernel per step: 3-6x faster update
+            fused=self._fused_optimizer() or None,
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = max(1, int(cfg["warmup_ratio"] * total))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _fused_optimizer(self) -> bool:
+        """Fused AdamW (one kernel per update, 3-6x faster on CPU) where it exists and where
+        Lightning allows it: its mixed-precision plugins refuse to clip a fused optimizer's gradients."""
+        return self.device.type in ("cpu", "cuda") and "mixed" not in str(self.hparams.config["precision"])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["clipcls"] = {

@@ -61,9 +61,13 @@ def _count_text_forwards_in_training_steps(monkeypatch, cfg: dict) -> tuple[int,
 
 
 def test_frozen_text_tower_is_not_run_in_training_steps(monkeypatch, base_cfg) -> None:
+    import torch
+
     steps, text = _count_text_forwards_in_training_steps(monkeypatch, base_cfg)
     assert steps == 3  # 24 images, validation 20% -> 19 training images in batches of 8
     assert text == 0
+    ckpt = torch.load(Path(base_cfg["output_dir"]) / "test" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["fused"] is True  # full precision: fused AdamW
 
 
 def test_trainable_text_tower_is_run_once_per_training_step(monkeypatch, base_cfg) -> None:
@@ -155,3 +159,14 @@ def test_training_on_cpu_applies_the_split(monkeypatch, base_cfg) -> None:
     finally:
         torch.set_num_threads(before)
     assert seen == {"workers": 1, "threads": 3}
+
+
+def test_bf16_mixed_training_with_gradient_clipping_runs_on_cpu(base_cfg) -> None:
+    """Mixed precision keeps the unfused AdamW: Lightning refuses to clip a fused one's gradients."""
+    import torch
+
+    cfg = {**base_cfg, "precision": "bf16-mixed", "grad_clip": 1.0}
+    assert main(cfg_argv(cfg), CFG) == 0
+    ckpt = torch.load(Path(cfg["output_dir"]) / "test" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 3
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["fused"] is None
