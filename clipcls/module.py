@@ -174,7 +174,7 @@ class ClipClassifierModule(pl.LightningModule):
     def _fused_optimizer(self) -> bool:
         """Fused AdamW (one kernel per update, 3-6x faster on CPU) where it exists and where
         Lightning allows it: its mixed-precision plugins refuse to clip a fused optimizer's gradients."""
-        return self.device.type in ("cpu", "cuda") and "mixed" not in str(self.hparams.config["precision"])
+        return self.device.type in ("cpu", "cuda") and "mixed" not in str(self.trainer.precision)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["clipcls"] = {
