@@ -18,6 +18,8 @@ the pipeline it is compared with, so the difference is the step's own work.
 from __future__ import annotations
 
 import tempfile
+import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -89,10 +91,22 @@ class SeedStep:
         self.texts = texts
         self.writer = SummaryWriter(log_dir or tempfile.mkdtemp(prefix="seed-tb-"))
         self.global_step = 0
+        self.phases: dict[str, list[float]] = defaultdict(list)  # seconds per step, for the breakdown
+        self._text_start = 0.0
+        self.clip.text_model.register_forward_pre_hook(self._text_started)
+        self.clip.text_model.register_forward_hook(self._text_finished)
+
+    def _text_started(self, module, args) -> None:
+        self._text_start = time.perf_counter()
+
+    def _text_finished(self, module, args, output) -> None:
+        self.phases["text tower forward"].append(time.perf_counter() - self._text_start)
 
     def step(self, images: list[Image.Image], labels: list[int]) -> float:
+        t0 = time.perf_counter()
         inputs = self.processor(text=self.texts, images=images, return_tensors="pt", padding=True,
                                 truncation=True)
+        t1 = time.perf_counter()
         out = self.clip(**inputs, interpolate_pos_encoding=self.resize)
         image_embeds, text_embeds = out.image_embeds, out.text_embeds  # both L2-normalised
         logits = SEED_TEMPERATURE * image_embeds @ text_embeds.T
@@ -101,12 +115,20 @@ class SeedStep:
         head_logits = self.head(image_embeds)
         fc_loss = F.cross_entropy(head_logits, targets, label_smoothing=0.1)
         loss = 0.5 * sim_loss + 0.5 * fc_loss
+        t2 = time.perf_counter()
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
+        t3 = time.perf_counter()
         self._log(loss, logits, image_embeds)
+        t4 = time.perf_counter()
         self.global_step += 1
+        text = self.phases["text tower forward"][-1]
+        for name, seconds in (("processor (tokenize + image preprocessing)", t1 - t0),
+                              ("image tower forward + losses", t2 - t1 - text),
+                              ("backward + AdamW step", t3 - t2), ("TensorBoard logging loops", t4 - t3)):
+            self.phases[name].append(seconds)
         return float(loss.detach())
 
     def _log(self, loss: torch.Tensor, logits: torch.Tensor, embeds: torch.Tensor) -> None:

@@ -35,7 +35,7 @@ import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 
 from cfg import CFG  # noqa: E402
-from clipcls.data.datamodule import ClipDataModule, prepare_data  # noqa: E402
+from clipcls.data.datamodule import ClipDataModule, balance_cpu_threads, default_workers, prepare_data  # noqa: E402
 from clipcls.model.loss import total_loss  # noqa: E402
 from clipcls.model.tiny import cache_dir  # noqa: E402
 from clipcls.module import ClipClassifierModule  # noqa: E402
@@ -98,9 +98,9 @@ def make_setup(args: argparse.Namespace, tmp: Path) -> Setup:
 
 
 def run_pipeline(setup: Setup, module: ClipClassifierModule, data, sampler: str, warmup: int, measure: int,
-                 name: str, run: int) -> tuple[common.StepTimes, int]:
+                 name: str, run: int, precision: str = "32-true") -> tuple[common.StepTimes, int]:
     """One Trainer.fit of warmup + measure steps; the measured steps' wall times."""
-    cfg = {**setup.cfg, "sampler": sampler, "run_name": f"{name.replace('@', '-')}-{run}"}
+    cfg = {**setup.cfg, "sampler": sampler, "run_name": f"{name.replace('@', '-')}-{run}", "precision": precision}
     datamodule = ClipDataModule(data, cfg, module.image_mean, module.image_std)
     trainer = build_trainer(cfg, Path(cfg["output_dir"]) / cfg["run_name"])
     timer = StepTimer(warmup + measure, module.model.clip.text_model)
@@ -113,21 +113,26 @@ def run_pipeline(setup: Setup, module: ClipClassifierModule, data, sampler: str,
     return common.StepTimes(name, batch, [b - a for a, b in zip(stamps, stamps[1:])]), timer.text_forwards
 
 
-def bare_step(module: ClipClassifierModule, batch: int, size: int, threads: int):
-    """forward, loss, backward and AdamW step of the same model on an in-memory batch."""
+def bare_step(module: ClipClassifierModule, batch: int, size: int, threads: int, bf16: bool = False):
+    """forward, loss, backward and AdamW step of the same model on an in-memory batch (forward
+    and loss under bfloat16 autocast with `bf16`, as Lightning's bf16-mixed does on CPU)."""
     model, cfg = module.model, setup_cfg(module)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg["lr"], betas=tuple(cfg["optim_betas"]), eps=cfg["optim_eps"],
-                                  weight_decay=cfg["optim_weight_decay"])
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg["optim_weight_decay"]},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    # the pipeline's optimizer (ClipClassifierModule.configure_optimizers): fused at full precision
+    optimizer = torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg["optim_betas"]), eps=cfg["optim_eps"],
+                                  fused=not bf16 or None)
     pixels = torch.randn(batch, 3, size, size)
     labels = torch.arange(batch) % len(module.class_names)
 
     def step() -> None:
         torch.set_num_threads(threads)
-        out = model(pixels)
-        loss = total_loss(out["text_logits"], out["head_logits"], labels, cfg["sim_weight"], cfg["fc_weight"],
-                          cfg["label_smoothing"])["loss"]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(pixels)
+            loss = total_loss(out["text_logits"], out["head_logits"], labels, cfg["sim_weight"], cfg["fc_weight"],
+                              cfg["label_smoothing"])["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -139,7 +144,10 @@ def setup_cfg(module: ClipClassifierModule) -> dict:
     return dict(module.hparams.config)
 
 
-def seed_contender(setup: Setup, workers: int, steps: int):
+SEED_PHASES: list[dict[str, float]] = []  # per seed round: median seconds of each part of its step
+
+
+def seed_contender(setup: Setup, workers: int, steps: int, measure: int):
     """The seed's step with its own loader (same workers as the pipeline); returns step, closer."""
     from seed_step import SeedStep, seed_loader
 
@@ -157,6 +165,7 @@ def seed_contender(setup: Setup, workers: int, steps: int):
         nonlocal iterator
         iterator = None
         seed.close()
+        SEED_PHASES.append({k: common.median(v[-measure:]) for k, v in seed.phases.items()})
 
     return step, close
 
@@ -175,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--measure", type=int, default=6)
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the pipeline's)")
-    parser.add_argument("--contenders", default="pipeline@32,bare@32,pipeline@19,seed@19")
+    parser.add_argument("--contenders", default="pipeline@32,bare@32,pipeline@19,seed@19",
+                        help="comma-separated: pipeline|bare|seed, optionally -bf16 (bf16-mixed), @batch")
     args = parser.parse_args(argv)
     common.print_machine()
     contenders = args.contenders.split(",")
@@ -195,28 +205,44 @@ def main(argv: list[str] | None = None) -> int:
                       f"(threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.2f})", flush=True)
             rounds.append({name: results[name] for name in contenders})
         print(f"\nmodel {args.model} at {args.size}px, {args.rounds} rounds x {args.measure} measured steps "
-              f"after {args.warmup} warm-up; pipeline workers {ClipDataModule(data, setup.cfg, [0] * 3, [1] * 3).workers}")
-        pairs = [(a, b) for a, b in [("pipeline@32", "bare@32"), ("pipeline@19", "seed@19"), ("pipeline@19", "bare@19")]
-                 if a in contenders and b in contenders]
+              f"after {args.warmup} warm-up; loader workers {pipeline_workers(setup)}")
+        pairs = [(a, b) for a, b in PAIRS if a in contenders and b in contenders]
         print(common.summarise(rounds, pairs))
+        if SEED_PHASES:
+            print("  the seed step's time, median seconds per step (median over rounds):")
+            for phase in SEED_PHASES[0]:
+                print(f"    {phase:<44} {common.median([p[phase] for p in SEED_PHASES]):7.3f} s")
         if any(c.startswith("pipeline") for c in contenders):
             print(f"  text-encoder forwards inside pipeline training steps: {text_forwards}")
         common.print_machine()
     return 0
 
 
+PAIRS = [("pipeline@32", "bare@32"), ("pipeline-bf16@32", "bare-bf16@32"), ("pipeline@19", "bare@19"),
+         ("pipeline@19", "seed@19"), ("pipeline-bf16@19", "seed@19")]
+
+
+def pipeline_workers(setup: Setup) -> int:
+    """The loader workers the pipeline uses on CPU (ClipDataModule.setup's choice)."""
+    return default_workers(setup.cfg["num_workers"], cpu_compute=True)
+
+
 def run_contender(name: str, setup: Setup, module, data, args, threads: int, r: int) -> tuple[common.StepTimes, int]:
     kind, batch = name.split("@")
-    batch = int(batch)
+    kind, _, precision = kind.partition("-")
+    batch, bf16 = int(batch), precision == "bf16"
     if kind == "pipeline":
         sampler = "per_class" if batch == len(setup.names) else "random"
-        return run_pipeline(setup, module, data, sampler, args.warmup, args.measure, name, r)
+        return run_pipeline(setup, module, data, sampler, args.warmup, args.measure, name, r,
+                            "bf16-mixed" if bf16 else "32-true")
     if kind == "bare":
         torch.set_num_threads(threads)
-        return common.time_steps(bare_step(module, batch, args.size, threads), batch, 1, args.measure, name), 0
+        step = bare_step(module, batch, args.size, threads, bf16)
+        return common.time_steps(step, batch, 1, args.measure, name), 0
     if kind == "seed":
-        workers = ClipDataModule(data, setup.cfg, [0] * 3, [1] * 3).workers
-        step, close = seed_contender(setup, workers, args.warmup + args.measure + 1)
+        workers = pipeline_workers(setup)
+        balance_cpu_threads(workers)  # the same cores for loading and compute as the pipeline
+        step, close = seed_contender(setup, workers, args.warmup + args.measure + 1, args.measure)
         try:
             return common.time_steps(step, batch, args.warmup, args.measure, name), 0
         finally:
