@@ -30,6 +30,7 @@ SETTINGS = {
     "img_transform_size_H": 96,
     "augment": "flip",
     "batch_size": 64,
+    "num_workers": 1,  # one loader process, one compute thread: steady even on a busy machine
     "lr": 2e-3,
     "optim_weight_decay": 0.05,
     "warmup_ratio": 0.03,
