@@ -340,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--extra-classes", type=Path, default=None,
                         help="YAML of class -> description(s) to add at predict time (forces --scorer text)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
-    parser.add_argument("--workers", type=int, default=None, help="image-loading processes (default: min(8, CPUs))")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="image-loading processes (default: min(8, CPUs) with a GPU, CPUs // 4 on CPU)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     return parser
 
@@ -361,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Validate, load, stream the predictions, then report what could not be read."""
-    from clipcls.data.datamodule import default_workers
+    from clipcls.data.datamodule import balance_cpu_threads, default_workers
     from clipcls.data.descriptions import read_descriptions
     from clipcls.trained import load_trained
 
@@ -380,7 +381,10 @@ def run(args: argparse.Namespace) -> int:
     top_k = min(args.top_k, len(predictor.class_names))
     paths = PathTable(found.paths)
     batches = -(-len(paths) // args.batch_size)
-    workers = min(default_workers(args.workers), batches)
+    on_cpu = predictor.device.type == "cpu"  # the CPUs both load and compute: split them
+    workers = min(default_workers(args.workers, cpu_compute=on_cpu), batches)
+    if on_cpu:
+        balance_cpu_threads(workers)
     loader = DataLoader(PredictDataset(paths, predictor), batch_size=args.batch_size, num_workers=workers,
                         collate_fn=collate_predict, pin_memory=predictor.device.type == "cuda")
     out = args.out
