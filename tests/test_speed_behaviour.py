@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from cfg import CFG
 from clipcls.data.index import PathTable, index_folder, stratified_split
@@ -170,3 +171,15 @@ def test_bf16_mixed_training_with_gradient_clipping_runs_on_cpu(base_cfg) -> Non
     ckpt = torch.load(Path(cfg["output_dir"]) / "test" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 3
     assert ckpt["optimizer_states"][0]["param_groups"][0]["fused"] is None
+
+
+def test_split_too_small_for_the_classes_is_a_dataset_error(dataset) -> None:
+    """(Found while sizing the benchmarks: sklearn's own ValueError used to escape.)"""
+    from clipcls.data.index import DatasetError
+
+    index = index_folder(dataset[0])  # 3 classes x 8 images
+    for test_size in (0.05, 0.95):
+        with pytest.raises(DatasetError, match=r"test_size .* the 3 classes"):
+            stratified_split(index, test_size, seed=0)
+    train, val = stratified_split(index, 3 / 24, seed=0)
+    assert (len(train.labels), len(val.labels)) == (21, 3)

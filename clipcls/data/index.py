@@ -6,6 +6,7 @@ of reference-counted objects.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,13 @@ def stratified_split(index: ImageIndex, test_size: float, seed: int) -> tuple[Im
         raise DatasetError(
             f"{index.root}: classes with fewer than 2 images cannot be split for validation: "
             f"{too_small}; add images or give a separate val_dataset_dir"
+        )
+    n_val, classes = math.ceil(test_size * len(index.labels)), len(index.class_names)  # sklearn's rounding
+    if not classes <= n_val <= len(index.labels) - classes:
+        raise DatasetError(
+            f"{index.root}: test_size {test_size} gives {n_val} validation and {len(index.labels) - n_val} "
+            f"training images, but a stratified split needs at least one of each of the {classes} classes "
+            "on both sides; change test_size or give a separate val_dataset_dir"
         )
     positions = np.arange(len(index.labels))
     train, val = train_test_split(positions, test_size=test_size, stratify=index.labels, random_state=seed)
