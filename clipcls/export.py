@@ -205,8 +205,8 @@ def _replace_dir(new: Path, target: Path) -> None:
 
 # --------------------------------------------------------------------------- loading
 def load_predictor(path: str | os.PathLike, device: str | torch.device | None = None, scorer: str = "head"):
-    """A Predictor (see clipcls.predict) for an export, a checkpoint or a run directory."""
-    from clipcls.predict import Predictor
+    """A Predictor (see clipcls.predictor) for an export, a checkpoint or a run directory."""
+    from clipcls.predictor import Predictor
     from clipcls.trained import load_trained
 
     return Predictor(load_trained(path), device=device, scorer=scorer)

@@ -112,7 +112,7 @@ def base_zero_shot(model):
 
 
 def test_wise_alpha_0_is_the_base_model_and_1_the_fine_tune(run_dir: Path, tuned, tmp_path: Path, images):
-    from clipcls.predict import Predictor
+    from clipcls.predictor import Predictor
 
     for alpha in ("0", "1"):
         assert export.main([str(run_dir), "--out", str(tmp_path / alpha), "--wise-alpha", alpha]) == 0
