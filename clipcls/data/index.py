@@ -38,16 +38,25 @@ class PathTable:
         return self._data[start:end].tobytes().decode("utf-8", "surrogateescape")
 
     def take(self, indices: np.ndarray) -> "PathTable":
-        """A new table holding the paths at `indices` (gathered in numpy: no Python strings)."""
+        """A new table holding the paths at `indices`, gathered in numpy (no Python strings), a
+        few thousand paths at a time so the index arrays stay small next to the bytes."""
         indices = np.asarray(indices, dtype=np.int64)
-        starts, lengths = self._offsets[indices], np.diff(self._offsets)[indices]
-        offsets = np.zeros(len(indices) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        # byte k of the new buffer comes from old position starts[j] + (k - offsets[j]) for its path j
-        shift = np.repeat(starts - offsets[:-1], lengths)
+        starts = self._offsets[indices]
+        lengths = self._offsets[indices + 1] - starts
         table = PathTable([])
-        table._offsets, table._data = offsets, self._data[shift + np.arange(offsets[-1])]
+        table._offsets = np.zeros(len(indices) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=table._offsets[1:])
+        table._data = np.empty(table._offsets[-1], dtype=np.uint8)
+        for lo in range(0, len(indices), _TAKE_CHUNK):
+            hi = min(lo + _TAKE_CHUNK, len(indices))
+            first, last = table._offsets[lo], table._offsets[hi]
+            # byte k of the new buffer is old byte starts[j] + (k - new offset of path j), path j holding k
+            shift = np.repeat(starts[lo:hi] - table._offsets[lo:hi], lengths[lo:hi])
+            table._data[first:last] = self._data[shift + np.arange(first, last)]
         return table
+
+
+_TAKE_CHUNK = 4096
 
 
 @dataclass
