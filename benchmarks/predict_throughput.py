@@ -53,13 +53,15 @@ def train_run(tmp: Path, model: str, size: int) -> Path:
     return tmp / "runs" / "bench"
 
 
-def run_predict(run_dir: Path, folder: Path, out: Path, batch: int) -> float:
+def run_predict(run_dir: Path, folder: Path, out: Path, batch: int, workers: int | None) -> float:
     """Wall seconds of one `clipcls predict` run, in-process."""
     from clipcls.predict import main as predict_main
 
+    flags = [str(run_dir), str(folder), "--out", str(out), "--batch-size", str(batch)]
+    flags += ["--workers", str(workers)] if workers is not None else []
     start = time.perf_counter()
     with contextlib.redirect_stderr(io.StringIO()):
-        status = predict_main([str(run_dir), str(folder), "--out", str(out), "--batch-size", str(batch)])
+        status = predict_main(flags)
     seconds = time.perf_counter() - start
     if status != 0:
         raise RuntimeError(f"clipcls predict exited with {status}")
@@ -90,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=None, help="clipcls predict --workers (default: its own)")
     args = parser.parse_args(argv)
     common.print_machine()
     default_threads = torch.get_num_threads()
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             result = {}
             for name in (["predict", "bare"] if r % 2 == 0 else ["bare", "predict"]):
                 if name == "predict":
-                    seconds = run_predict(run_dir, folder, tmp / f"preds-{r}.csv", args.batch)
+                    seconds = run_predict(run_dir, folder, tmp / f"preds-{r}.csv", args.batch, args.workers)
                 else:
                     seconds = bare_loop(run_dir, folder, args.images, args.batch, default_threads)
                 torch.set_num_threads(default_threads)
