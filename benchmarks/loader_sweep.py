@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                 name = f"workers={workers} threads={threads}"
                 setup.cfg["num_workers"] = workers
                 torch.set_num_threads(threads)
+                os.environ["OMP_NUM_THREADS"] = str(threads)  # the pipeline then keeps this count
                 results[name], _ = run_pipeline(setup, module, data, "random", args.warmup, args.measure, "sweep", r)
                 print(f"round {r} {name}: {results[name].images_per_s:.2f} images/s "
                       f"(load {os.getloadavg()[0]:.2f})", flush=True)

@@ -70,7 +70,8 @@ def run_predict(run_dir: Path, folder: Path, out: Path, batch: int, workers: int
 
 def bare_loop(run_dir: Path, folder: Path, images: int, batch: int, threads: int) -> float:
     """Wall seconds of the forward passes alone for `images` images, batch after batch."""
-    from clipcls.predict import Predictor, collect_inputs
+    from clipcls.predict import collect_inputs
+    from clipcls.predictor import Predictor
     from clipcls.trained import load_trained
 
     predictor = Predictor(load_trained(run_dir), "cpu")
