@@ -96,7 +96,7 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", mma
 
 def describe_load_error(err: Exception) -> str:
     """The cause in one line. torch's weights-only refusal is a long how-to whose first advice
-    is `weights_only=False`; keep only what was refused."""
+    is to turn the weights-only check off; keep only what was refused."""
     lines = str(err).splitlines() or [""]
     marker = "WeightsUnpickler error:"
     refused = [line.split(marker, 1)[1].strip() for line in lines if marker in line]

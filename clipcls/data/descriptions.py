@@ -83,7 +83,11 @@ def _load_yaml(source: str) -> object:
         # utf-8-sig also accepts the byte-order mark some Windows editors write.
         with open(source, encoding="utf-8-sig") as stream:
             text = stream.read()
-        return yaml.load(text, Loader=_DescriptionLoader)
+        loader = _DescriptionLoader(text)  # a SafeLoader: no Python tags are ever constructed
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise DescriptionError(f"{source}: cannot read class descriptions: {exc}") from exc
 
