@@ -57,7 +57,6 @@ class ClipClassifierModule(pl.LightningModule):
         if config.get("gradient_checkpointing"):
             parts.model.gradient_checkpointing_enable()
         self.image_mean, self.image_std = parts.image_mean, parts.image_std
-        self.native_size = parts.image_size
         self.model = ClipClassifier(
             parts.model, parts.tokenizer, class_names, descriptions,
             head=config["head"], head_init=config["head_init"],
@@ -66,9 +65,7 @@ class ClipClassifierModule(pl.LightningModule):
         self.model.train()  # from_pretrained returns eval mode; Lightning keeps submodule modes
         self.val_metrics = _metrics(len(class_names), "val/")
         self.val_per_class = MulticlassF1Score(len(class_names), average="none")
-        self.skipped_steps = 0
         self.skipped_in_a_row = 0
-        self.collected: list[dict[str, torch.Tensor]] | None = None  # set to [] to keep val outputs
 
     @property
     def class_names(self) -> list[str]:
@@ -108,7 +105,6 @@ class ClipClassifierModule(pl.LightningModule):
     def _skip_step(self, batch_idx: int) -> None:
         """Returning None makes Lightning skip backward and the weight update (single process;
         under DDP every rank would have to skip together)."""
-        self.skipped_steps += 1
         self.skipped_in_a_row += 1
         pl.utilities.rank_zero_warn(
             f"non-finite loss at step {self.global_step} (batch {batch_idx}): step skipped, weights unchanged"
@@ -144,8 +140,6 @@ class ClipClassifierModule(pl.LightningModule):
         self.val_metrics.update(out["preds"], out["targets"])
         self.val_per_class.update(out["preds"], out["targets"])
         self.log("val/loss", out["loss"], batch_size=len(out["targets"]), sync_dist=True)
-        if self.collected is not None:
-            self.collected.append({k: out[k].detach().cpu() for k in ("head_logits", "text_logits", "targets", "positions")})
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self.val_metrics.compute(), prog_bar=True)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from clipcls.model.tiny import TINY_NAME, tiny_clip_path
@@ -41,8 +40,3 @@ def load_clip(name_or_path: str) -> ClipParts:
         image_std=[float(x) for x in processor.image_std],
         image_size=int(model.config.vision_config.image_size),
     )
-
-
-def is_local_model(name_or_path: str) -> bool:
-    """True for the built-in model or an existing directory (no Hub access needed)."""
-    return name_or_path == TINY_NAME or Path(name_or_path).is_dir()
