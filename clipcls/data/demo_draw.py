@@ -243,27 +243,52 @@ def _paint_disc(
     img[y0:y1, x0:x1] = _blend(img[y0:y1, x0:x1], mask, colour, alpha)
 
 
-def _mould(img: np.ndarray, scene: _Scene, rng: np.random.Generator) -> np.ndarray:
-    """One to three colonies of dark green-black speckles over a faint greenish-grey halo."""
+def _mould(
+    img: np.ndarray,
+    scene: _Scene,
+    rng: np.random.Generator,
+    *,
+    centre: np.ndarray | None = None,
+    speck: Callable[[np.random.Generator], np.ndarray] | None = None,
+    spots: int | None = None,
+    scale: float = 1.0,
+) -> np.ndarray:
+    """One to three colonies of dark green-black speckles over a faint greenish-grey halo.
+
+    The keyword arguments let clipcls.world draw any coloured cluster of specks: one colony at
+    `centre`, specks coloured by `speck`, `spots` specks, spread and specks `scale` times as big.
+    Left at their defaults they change nothing, so the demo's pixels stay as they were.
+    """
     img = img.copy()
-    for _ in range(int(rng.integers(1, 4))):
-        centre = _random_point(rng, img.shape, 0.2)
-        spread = rng.uniform(0.08, 0.16) * scene.side
-        dist2 = (scene.yy - centre[0]) ** 2 + (scene.xx - centre[1]) ** 2
+    colonies = int(rng.integers(1, 4)) if centre is None else 1
+    for _ in range(colonies):
+        where = _random_point(rng, img.shape, 0.2) if centre is None else centre
+        spread = rng.uniform(0.08, 0.16) * scene.side * scale
+        dist2 = (scene.yy - where[0]) ** 2 + (scene.xx - where[1]) ** 2
         halo = np.exp(-dist2 / (2 * (1.6 * spread) ** 2))
-        img = _blend(img, halo, _hsv(rng.uniform(0.18, 0.35), 0.35, 0.35), rng.uniform(0.25, 0.45))
-        for _ in range(int(rng.integers(35, 90))):
-            spot = centre + rng.normal(0, spread, 2)
-            colour = _hsv(rng.uniform(0.18, 0.4), rng.uniform(0.3, 0.8), rng.uniform(0.05, 0.3))
-            radius = rng.uniform(0.008, 0.025) * scene.side
+        tint = _hsv(rng.uniform(0.18, 0.35), 0.35, 0.35) if speck is None else 0.4 + 0.3 * speck(rng)
+        img = _blend(img, halo, tint, rng.uniform(0.25, 0.45))
+        for _ in range(int(rng.integers(35, 90)) if spots is None else spots):
+            spot = where + rng.normal(0, spread, 2)
+            if speck is None:
+                colour = _hsv(rng.uniform(0.18, 0.4), rng.uniform(0.3, 0.8), rng.uniform(0.05, 0.3))
+            else:
+                colour = speck(rng)
+            radius = rng.uniform(0.008, 0.025) * scene.side * max(scale, 1.0)
             _paint_disc(img, spot, radius, colour, rng.uniform(0.7, 0.95))
     return img
 
 
-def _jagged_path(rng: np.random.Generator, start: np.ndarray, length: float) -> np.ndarray:
-    """A random zig-zag path: short steps whose heading wanders around a main direction."""
+def _jagged_path(
+    rng: np.random.Generator, start: np.ndarray, length: float, heading: float | None = None
+) -> np.ndarray:
+    """A random zig-zag path: short steps whose heading wanders around a main direction.
+
+    `heading` (radians, 0 = rightwards, pi/2 = downwards) fixes the main direction; the world
+    sets it to draw a vertical or horizontal crack, the demo leaves it random.
+    """
     steps = int(rng.integers(8, 15))
-    heading = rng.uniform(0, 2 * math.pi)
+    heading = rng.uniform(0, 2 * math.pi) if heading is None else heading
     points = [start]
     for _ in range(steps):
         angle = heading + rng.normal(0, 0.6)
@@ -272,10 +297,26 @@ def _jagged_path(rng: np.random.Generator, start: np.ndarray, length: float) -> 
     return np.array(points)
 
 
-def _tear(img: np.ndarray, scene: _Scene, rng: np.random.Generator) -> np.ndarray:
-    """A jagged rip: a dark gap with a band of pale torn paper along one edge."""
-    length = rng.uniform(0.45, 0.9) * scene.side
-    path = _jagged_path(rng, _random_point(rng, img.shape, 0.25), length)
+def _tear(
+    img: np.ndarray,
+    scene: _Scene,
+    rng: np.random.Generator,
+    *,
+    centre: np.ndarray | None = None,
+    heading: float | None = None,
+    scale: float = 1.0,
+) -> np.ndarray:
+    """A jagged rip: a dark gap with a band of pale torn paper along one edge.
+
+    The world passes `centre`, `heading` and a length `scale`; the demo leaves them random.
+    """
+    length = rng.uniform(0.45, 0.9) * scene.side * scale
+    if centre is None:
+        start = _random_point(rng, img.shape, 0.25)
+    else:  # start half a length back, so the rip is centred where the caption says
+        back = heading if heading is not None else 0.0
+        start = centre - 0.5 * length * np.array([math.sin(back), math.cos(back)])
+    path = _jagged_path(rng, start, length, heading)
     core = rng.uniform(0.012, 0.022) * scene.side  # half-width: 2.4-4.4% of the side thick
     # The torn paper edge shows its pale backing, offset to one side of the gap.
     edge_offset = rng.normal(0, 1, 2)
@@ -288,9 +329,11 @@ def _tear(img: np.ndarray, scene: _Scene, rng: np.random.Generator) -> np.ndarra
     return _blend(img, gap, backing, rng.uniform(0.8, 0.95))
 
 
-def _seam_gap(img: np.ndarray, scene: _Scene, rng: np.random.Generator) -> np.ndarray:
+def _seam_gap(
+    img: np.ndarray, scene: _Scene, rng: np.random.Generator, *, vertical: bool | None = None
+) -> np.ndarray:
     """A straight seam across the whole image: dark gap, pattern offset on the far side."""
-    vertical = rng.random() < 0.65
+    vertical = rng.random() < 0.65 if vertical is None else vertical
     across = scene.xx if vertical else scene.yy
     position = rng.uniform(0.2, 0.8) * across.shape[1 if vertical else 0]
     # Redraw the design a few pixels shifted beyond the seam, as a badly hung strip would be.
@@ -305,10 +348,21 @@ def _seam_gap(img: np.ndarray, scene: _Scene, rng: np.random.Generator) -> np.nd
     return _blend(img, gap, _hsv(0.08, 0.2, rng.uniform(0.15, 0.35)), rng.uniform(0.7, 0.9))
 
 
-def _stain(img: np.ndarray, scene: _Scene, rng: np.random.Generator) -> np.ndarray:
-    """A soft, irregular brownish-yellow blob with a darker tide line at its rim."""
-    centre = _random_point(rng, img.shape, 0.2)
-    radius = rng.uniform(0.12, 0.25) * scene.side  # diameter 24-50% of the side
+def _stain(
+    img: np.ndarray,
+    scene: _Scene,
+    rng: np.random.Generator,
+    *,
+    centre: np.ndarray | None = None,
+    tint: np.ndarray | None = None,
+    scale: float = 1.0,
+) -> np.ndarray:
+    """A soft, irregular brownish-yellow blob with a darker tide line at its rim.
+
+    The world passes `centre`, a `tint` (any colour) and a size `scale`.
+    """
+    centre = _random_point(rng, img.shape, 0.2) if centre is None else centre
+    radius = rng.uniform(0.12, 0.25) * scene.side * scale  # diameter 24-50% of the side
     dy, dx = scene.yy - centre[0], scene.xx - centre[1]
     angle = np.arctan2(dy, dx)
     wobble = sum(
@@ -318,41 +372,68 @@ def _stain(img: np.ndarray, scene: _Scene, rng: np.random.Generator) -> np.ndarr
     rel = np.hypot(dy, dx) / (radius * (1 + wobble))  # 1 on the irregular rim
     body = _smoothstep(1.05, 0.55, rel)
     tide = np.exp(-(((rel - 0.95) / 0.07) ** 2))
-    tint = _hsv(rng.uniform(0.07, 0.14), rng.uniform(0.45, 0.75), rng.uniform(0.55, 0.8))
+    if tint is None:
+        tint = _hsv(rng.uniform(0.07, 0.14), rng.uniform(0.45, 0.75), rng.uniform(0.55, 0.8))
     strength = rng.uniform(0.4, 0.7)
     img = img * (1 - strength * body[..., None] * (1 - tint))  # multiply: the paper shows through
     return img * (1 - 0.5 * strength * tide[..., None] * (1 - 0.6 * tint))
 
 
-def _bubble(img: np.ndarray, scene: _Scene, rng: np.random.Generator) -> np.ndarray:
-    """One to three domes lit from one side: highlight, shaded far side and a small shadow."""
+def _bubble(
+    img: np.ndarray,
+    scene: _Scene,
+    rng: np.random.Generator,
+    *,
+    centres: list[np.ndarray] | None = None,
+    scale: float = 1.0,
+    depth: float = 1.0,
+) -> np.ndarray:
+    """One to three domes lit from one side: highlight, shaded far side and a small shadow.
+
+    The world passes the dome `centres`, a size `scale`, and `depth` -1 to press the domes in
+    (a dent is a bubble lit from the other side).
+    """
     light = rng.normal(0, 1, 2)
     light /= max(float(np.hypot(*light)), 1e-9)  # direction towards the light, (y, x)
     strength = rng.uniform(0.35, 0.6)
-    for _ in range(int(rng.integers(1, 4))):
-        centre = _random_point(rng, img.shape, 0.2)
-        radius = rng.uniform(0.1, 0.19) * scene.side  # diameter 20-38% of the side
+    count = int(rng.integers(1, 4)) if centres is None else len(centres)
+    for i in range(count):
+        centre = _random_point(rng, img.shape, 0.2) if centres is None else centres[i]
+        radius = rng.uniform(0.1, 0.19) * scene.side * scale  # diameter 20-38% of the side
         dy, dx = (scene.yy - centre[0]) / radius, (scene.xx - centre[1]) / radius
         r = np.hypot(dy, dx)
         inside = _inside(r * radius, radius, 1.5)
         # The slope of a dome points outwards; it faces the light on the near side.
-        facing = -(dy * light[0] + dx * light[1]) * np.clip(r, 0, 1)
+        facing = -depth * (dy * light[0] + dx * light[1]) * np.clip(r, 0, 1)
         shade = 1 + strength * facing * inside
         spec = np.exp(-((dy + 0.4 * light[0]) ** 2 + (dx + 0.4 * light[1]) ** 2) / 0.08)
         # A ring of shadow just outside the rim, shifted away from the light.
         rim = np.hypot(dy - 0.15 * light[0], dx - 0.15 * light[1]) * radius
         shadow = _inside(rim, 1.12 * radius, 2.0)
         shade = shade * (1 - 0.25 * strength * shadow * (1 - inside))
+        spec = spec if depth > 0 else 0.3 * spec  # a hollow catches less light than a dome
         img = img * shade[..., None] + 0.25 * strength * spec[..., None] * inside[..., None]
     return img
 
 
-def _scratch(img: np.ndarray, scene: _Scene, rng: np.random.Generator) -> np.ndarray:
-    """Three to six thin straight lines at a similar angle, all bright or all dark."""
-    heading = rng.uniform(0, math.pi)
-    around = _random_point(rng, img.shape, 0.3)
-    bright = rng.random() < 0.5
-    for _ in range(int(rng.integers(3, 7))):
+def _scratch(
+    img: np.ndarray,
+    scene: _Scene,
+    rng: np.random.Generator,
+    *,
+    heading: float | None = None,
+    centre: np.ndarray | None = None,
+    bright: bool | None = None,
+    count: int | None = None,
+) -> np.ndarray:
+    """Three to six thin straight lines at a similar angle, all bright or all dark.
+
+    The world passes the `heading`, `centre`, brightness and `count`; the demo leaves them random.
+    """
+    heading = rng.uniform(0, math.pi) if heading is None else heading
+    around = _random_point(rng, img.shape, 0.3) if centre is None else centre
+    bright = rng.random() < 0.5 if bright is None else bright
+    for _ in range(int(rng.integers(3, 7)) if count is None else count):
         angle = heading + rng.normal(0, 0.12)
         half_len = rng.uniform(0.1, 0.25) * scene.side  # 20-50% of the side long
         mid = around + rng.normal(0, 0.12 * scene.side, 2)
@@ -378,11 +459,21 @@ _DEFECTS: dict[str, Callable[[np.ndarray, _Scene, np.random.Generator], np.ndarr
 # --- One image ---
 
 
-def _photograph(img: np.ndarray, scene: _Scene, rng: np.random.Generator) -> np.ndarray:
-    """Uneven lighting and sensor noise, applied after the defect as a camera would."""
+def _photograph(
+    img: np.ndarray,
+    scene: _Scene,
+    rng: np.random.Generator,
+    level: tuple[float, float] = (0.88, 1.08),
+    tilt: float = 0.08,
+) -> np.ndarray:
+    """Uneven lighting and sensor noise, applied after the defect as a camera would.
+
+    `level` is the range of overall brightness and `tilt` the spread of the light's gradient;
+    the world widens them to draw dim, bright and unevenly lit photos.
+    """
     h, w = img.shape[:2]
-    gy, gx = rng.normal(0, 0.08, 2)
-    light = rng.uniform(0.88, 1.08) * (1 + gy * (scene.yy / h - 0.5) + gx * (scene.xx / w - 0.5))
+    gy, gx = rng.normal(0, tilt, 2)
+    light = rng.uniform(*level) * (1 + gy * (scene.yy / h - 0.5) + gx * (scene.xx / w - 0.5))
     noisy = img * light[..., None] + rng.normal(0, rng.uniform(0.005, 0.025), img.shape)
     return np.clip(noisy, 0.0, 1.0)
 
@@ -398,3 +489,18 @@ def render_image(class_name: str, class_index: int, seed: int, index: int) -> Im
     img = _DEFECTS[class_name](scene.wallpaper.render(yy, xx), scene, rng)
     img = _photograph(img, scene, rng)
     return Image.fromarray(np.round(img * 255).astype(np.uint8), mode="RGB")
+
+
+# --- The drawing kit, public: clipcls.world paints its image-caption world with these same
+# helpers, patterns and drawers (one painter for both), so fixes to either reach the other. ---
+
+Wallpaper, Scene = _Wallpaper, _Scene
+smoothstep, inside, blend, hsv = _smoothstep, _inside, _blend, _hsv
+segment_distance, polyline_distance = _segment_distance, _polyline_distance
+fourier_noise, paint_disc, jagged_path, photograph = (
+    _fourier_noise, _paint_disc, _jagged_path, _photograph
+)
+PATTERNS: dict[str, Callable[[np.random.Generator], Pattern]] = {
+    "striped": _stripes, "dotted": _polka, "checked": _checker, "floral": _damask, "plain": _plain
+}
+mould, tear, seam_gap, stain, bubble, scratch = _mould, _tear, _seam_gap, _stain, _bubble, _scratch
