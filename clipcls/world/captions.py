@@ -11,8 +11,18 @@ import numpy as np
 
 from clipcls.world.scene import Mark, Scene
 from clipcls.world.vocab import (
-    COUNT_WORDS, DENSITY_WORDS, LIGHTING_WORDS, MARK_NOUNS, MATERIALS, NO_MARK_PHRASES,
-    ORIENTATION_WORDS, PATTERN_WORDS, POSITION_WORDS, SHADE_WORDS, SIZE_WORDS, TEMPLATES,
+    COUNT_WORDS,
+    DENSITY_WORDS,
+    LIGHTING_WORDS,
+    MARK_NOUNS,
+    MATERIALS,
+    NO_MARK_PHRASES,
+    ORIENTATION_WORDS,
+    PATTERN_WORDS,
+    POSITION_WORDS,
+    SHADE_WORDS,
+    SIZE_WORDS,
+    TEMPLATES,
 )
 
 SAY = 0.7  # chance that an optional attribute is put into words
@@ -47,10 +57,11 @@ def mark_phrase(mark: Mark | None, rng: np.random.Generator) -> str:
     singular, plural = MARK_NOUNS[mark.kind]
     words = [_one(rng, COUNT_WORDS[_count_key(mark.count)])]
     optional = [
-        (mark.density, DENSITY_WORDS), (mark.size, SIZE_WORDS), (mark.shade, SHADE_WORDS),
+        (mark.density, DENSITY_WORDS),
+        (mark.size, SIZE_WORDS),
+        (mark.shade, SHADE_WORDS),
     ]
-    words += [_one(rng, table[value]) for value, table in optional
-              if value is not None and rng.random() < SAY]
+    words += [_one(rng, table[value]) for value, table in optional if value is not None and rng.random() < SAY]
     if mark.colour is not None and rng.random() < SAY:
         words.append(mark.colour)
     if mark.orientation is not None and rng.random() < SAY:

@@ -34,8 +34,7 @@ def load(model_dir: str | Path):
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
     model = CLIPModel.from_pretrained(model_dir).eval()
-    return model, AutoTokenizer.from_pretrained(model_dir), AutoImageProcessor.from_pretrained(
-        model_dir)
+    return model, AutoTokenizer.from_pretrained(model_dir), AutoImageProcessor.from_pretrained(model_dir)
 
 
 def _projected(output) -> torch.Tensor:
@@ -55,7 +54,7 @@ def encode_images(model, processor, images: list, batch: int = 256) -> torch.Ten
     """L2-normalised image embeddings (PIL images or HxWx3 uint8 arrays), one row per image."""
     rows = []
     for start in range(0, len(images), batch):
-        pixels = processor(images=images[start:start + batch], return_tensors="pt")
+        pixels = processor(images=images[start : start + batch], return_tensors="pt")
         rows.append(_projected(model.get_image_features(pixel_values=pixels["pixel_values"])))
     return torch.nn.functional.normalize(torch.cat(rows), dim=-1)
 
@@ -76,15 +75,15 @@ def read_split(folder: Path, classes: list[str], limit: int | None = None):
     return images, np.array(labels)
 
 
-def zero_shot(model, tokenizer, processor, descriptions: dict[str, list[str]], images: list,
-              labels: np.ndarray) -> dict[str, float]:
+def zero_shot(
+    model, tokenizer, processor, descriptions: dict[str, list[str]], images: list, labels: np.ndarray
+) -> dict[str, float]:
     """Zero-shot accuracy and macro F1 of the images against the classes' descriptions."""
     weights = class_embeddings(model, tokenizer, descriptions)
     predicted = (encode_images(model, processor, images) @ weights.T).argmax(-1).numpy()
     return {
         "accuracy": round(float(accuracy_score(labels, predicted)), 4),
-        "macro_f1": round(float(f1_score(labels, predicted, average="macro",
-                                         labels=range(len(descriptions)))), 4),
+        "macro_f1": round(float(f1_score(labels, predicted, average="macro", labels=range(len(descriptions)))), 4),
     }
 
 
@@ -115,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         images, labels = read_split(Path(args.data) / split, list(descriptions))
         result[split] = zero_shot(model, tokenizer, processor, descriptions, images, labels)
     if args.retrieval:
-        result[f"retrieval_r1_{args.retrieval}"] = retrieval_r1(
-            model, tokenizer, processor, args.retrieval)
+        result[f"retrieval_r1_{args.retrieval}"] = retrieval_r1(model, tokenizer, processor, args.retrieval)
     print(json.dumps(result))
     return 0
 

@@ -32,7 +32,11 @@ def build_tokenizer():  # -> transformers.PreTrainedTokenizerFast
         single=f"{SOT} $A {EOT}", special_tokens=[(SOT, vocab[SOT]), (EOT, vocab[EOT])]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=SOT, eos_token=EOT, pad_token=PAD, unk_token=UNK,
+        tokenizer_object=tok,
+        bos_token=SOT,
+        eos_token=EOT,
+        pad_token=PAD,
+        unk_token=UNK,
         model_max_length=MAX_LENGTH,
     )
 
@@ -45,13 +49,23 @@ def build_clip(tokenizer, patch_size: int = 8, width: int = 128, seed: int = 0):
     ids = {name: tokenizer.convert_tokens_to_ids(name) for name in (PAD, SOT, EOT)}
     config = CLIPConfig(
         text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=width, intermediate_size=4 * width,
-            num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=MAX_LENGTH,
-            bos_token_id=ids[SOT], eos_token_id=ids[EOT], pad_token_id=ids[PAD],
+            vocab_size=len(tokenizer),
+            hidden_size=width,
+            intermediate_size=4 * width,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            max_position_embeddings=MAX_LENGTH,
+            bos_token_id=ids[SOT],
+            eos_token_id=ids[EOT],
+            pad_token_id=ids[PAD],
         ),
         vision_config=dict(
-            hidden_size=width, intermediate_size=4 * width, num_hidden_layers=4,
-            num_attention_heads=4, image_size=IMAGE_SIDE, patch_size=patch_size,
+            hidden_size=width,
+            intermediate_size=4 * width,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            image_size=IMAGE_SIDE,
+            patch_size=patch_size,
         ),
         projection_dim=width,
     )
@@ -64,8 +78,10 @@ def image_processor(mean: list[float], std: list[float]):  # -> CLIPImageProcess
     from transformers import CLIPImageProcessor
 
     return CLIPImageProcessor(
-        size={"shortest_edge": IMAGE_SIDE}, crop_size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
-        image_mean=mean, image_std=std,
+        size={"shortest_edge": IMAGE_SIDE},
+        crop_size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
+        image_mean=mean,
+        image_std=std,
     )
 
 

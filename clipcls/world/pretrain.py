@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytorch_lightning as pl
 import numpy as np
+import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -58,8 +58,16 @@ def pool_stats(pixels: torch.Tensor) -> tuple[list[float], list[float]]:
 class CaptionedPool(IterableDataset):
     """Endless batches: random pool pictures, randomly mirrored, each given a fresh caption."""
 
-    def __init__(self, pixels: torch.Tensor, scenes: list[Scene], tokenizer, batch_size: int,
-                 mean: list[float], std: list[float], seed: int) -> None:
+    def __init__(
+        self,
+        pixels: torch.Tensor,
+        scenes: list[Scene],
+        tokenizer,
+        batch_size: int,
+        mean: list[float],
+        std: list[float],
+        seed: int,
+    ) -> None:
         self.pixels, self.scenes, self.tokenizer = pixels, scenes, tokenizer
         self.batch_size, self.seed = batch_size, seed
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
@@ -80,8 +88,11 @@ class CaptionedPool(IterableDataset):
             texts.append(caption(scene, rng))
         tokens = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
         pixel_values = (images.float() / 255 - self.mean) / self.std
-        return {"pixel_values": pixel_values, "input_ids": tokens["input_ids"],
-                "attention_mask": tokens["attention_mask"]}
+        return {
+            "pixel_values": pixel_values,
+            "input_ids": tokens["input_ids"],
+            "attention_mask": tokens["attention_mask"],
+        }
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, 99])
@@ -118,16 +129,20 @@ class ClipPretraining(pl.LightningModule):
         self.pairs += len(batch["input_ids"])
         self.log("train/loss", loss, prog_bar=False)
         if batch_idx % 50 == 0:
-            print(f"step {batch_idx} {elapsed / 60:.1f} min loss {self.losses[-1]:.3f} "
-                  f"pairs/s {self.pairs / max(elapsed, 1e-9):.0f}", flush=True)
+            print(
+                f"step {batch_idx} {elapsed / 60:.1f} min loss {self.losses[-1]:.3f} "
+                f"pairs/s {self.pairs / max(elapsed, 1e-9):.0f}",
+                flush=True,
+            )
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(self.net.parameters(), lr=self.lr, weight_decay=0.1)
 
 
-def pretrain(out: Path, minutes: float, seed: int, pool_size: int, batch_size: int,
-             lr: float, patch_size: int) -> dict[str, object]:
+def pretrain(
+    out: Path, minutes: float, seed: int, pool_size: int, batch_size: int, lr: float, patch_size: int
+) -> dict[str, object]:
     """Paint the pool, train for `minutes`, save the model; return what training.json records."""
     began = time.monotonic()
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -139,16 +154,29 @@ def pretrain(out: Path, minutes: float, seed: int, pool_size: int, batch_size: i
     data = CaptionedPool(pixels, scenes, tokenizer, batch_size, mean, std, seed)
     task = ClipPretraining(net, lr, minutes)
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_time={"minutes": minutes}, max_epochs=-1,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, gradient_clip_val=1.0,
+        accelerator="cpu",
+        devices=1,
+        max_time={"minutes": minutes},
+        max_epochs=-1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=1.0,
     )
     trainer.fit(task, DataLoader(data, batch_size=None, num_workers=0))
     mini.save(net, tokenizer, mini.image_processor(mean, std), out)
     return {
-        "seed": seed, "minutes": minutes, "pool_size": pool_size, "batch_size": batch_size,
-        "lr": lr, "patch_size": patch_size, "parameters": sum(p.numel() for p in net.parameters()),
-        "steps": trainer.global_step, "pairs_seen": task.pairs, "pool_paint_s": round(painted_s, 1),
+        "seed": seed,
+        "minutes": minutes,
+        "pool_size": pool_size,
+        "batch_size": batch_size,
+        "lr": lr,
+        "patch_size": patch_size,
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "steps": trainer.global_step,
+        "pairs_seen": task.pairs,
+        "pool_paint_s": round(painted_s, 1),
         "wall_s": round(time.monotonic() - began, 1),
         "final_loss": round(float(np.mean(task.losses[-20:])), 4),
     }
@@ -156,8 +184,9 @@ def pretrain(out: Path, minutes: float, seed: int, pool_size: int, batch_size: i
 
 def main(argv: list[str] | None = None) -> int:
     """Command line; see the module docstring."""
-    parser = argparse.ArgumentParser(prog="python -m clipcls.world.pretrain",
-                                     description="Pretrain the miniature CLIP on the world.")
+    parser = argparse.ArgumentParser(
+        prog="python -m clipcls.world.pretrain", description="Pretrain the miniature CLIP on the world."
+    )
     parser.add_argument("--out", required=True, help="save_pretrained directory to write")
     parser.add_argument("--minutes", type=float, default=22.0, help="training time budget")
     parser.add_argument("--seed", type=int, default=0, help="world stream and initialisation")
@@ -170,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     record = pretrain(out, args.minutes, args.seed, args.pool, args.batch, args.lr, args.patch)
-    record["command"] = "python -m clipcls.world.pretrain " + " ".join(
-        sys.argv[1:] if argv is None else argv)
+    record["command"] = "python -m clipcls.world.pretrain " + " ".join(sys.argv[1:] if argv is None else argv)
     (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record, indent=1))
     return 0

@@ -62,9 +62,8 @@ def _brushed(rng: np.random.Generator) -> kit.Pattern:
     streaks = kit.fourier_noise(rng, 16, 0.08, 0.4)
     angle, sheen = rng.uniform(0, math.pi), rng.uniform(0.004, 0.012)
     return lambda yy, xx: np.clip(
-        0.5 + 0.25 * streaks(yy * 0.02, xx) + 0.3 * np.sin(sheen * (xx * math.cos(angle)
-                                                                   + yy * math.sin(angle))),
-        0, 1)
+        0.5 + 0.25 * streaks(yy * 0.02, xx) + 0.3 * np.sin(sheen * (xx * math.cos(angle) + yy * math.sin(angle))), 0, 1
+    )
 
 
 def _tiles(rng: np.random.Generator) -> kit.Pattern:
@@ -136,7 +135,8 @@ def place(rng: np.random.Generator, position: str | None, side: int) -> np.ndarr
 def heading_of(orientation: str | None, rng: np.random.Generator) -> float:
     """A direction in radians (0 = rightwards, pi/2 = downwards) for the orientation."""
     base = {"horizontal": 0.0, "vertical": math.pi / 2, None: rng.uniform(0, math.pi)}.get(
-        orientation, rng.choice([math.pi / 4, 3 * math.pi / 4]))
+        orientation, rng.choice([math.pi / 4, 3 * math.pi / 4])
+    )
     return float(base + rng.normal(0, 0.08))
 
 
@@ -159,16 +159,27 @@ def _spots(img: np.ndarray, scene: kit.Scene, mark: Mark, rng: np.random.Generat
 
 def _cluster(img: np.ndarray, scene: kit.Scene, mark: Mark, rng: np.random.Generator):
     return kit.mould(
-        img, scene, rng, centre=place(rng, mark.position, int(scene.side)),
+        img,
+        scene,
+        rng,
+        centre=place(rng, mark.position, int(scene.side)),
         speck=lambda r: mark_rgb(mark.colour or "black", mark.shade or "dark", r),
-        spots=25 if mark.density == "sparse" else 80, scale=0.7 if mark.size == "small" else 1.3)
+        spots=25 if mark.density == "sparse" else 80,
+        scale=0.7 if mark.size == "small" else 1.3,
+    )
 
 
 def _stain(img: np.ndarray, scene: kit.Scene, mark: Mark, rng: np.random.Generator):
     h, s, _ = COLOURS[mark.colour or "brown"]
     tint = kit.hsv(h, s * rng.uniform(0.6, 0.9), rng.uniform(0.4, 0.7))
-    return kit.stain(img, scene, rng, centre=place(rng, mark.position, int(scene.side)),
-                     tint=tint, scale=0.6 if mark.size == "small" else 1.2)
+    return kit.stain(
+        img,
+        scene,
+        rng,
+        centre=place(rng, mark.position, int(scene.side)),
+        tint=tint,
+        scale=0.6 if mark.size == "small" else 1.2,
+    )
 
 
 def _blob(img: np.ndarray, scene: kit.Scene, mark: Mark, rng: np.random.Generator):
@@ -176,8 +187,7 @@ def _blob(img: np.ndarray, scene: kit.Scene, mark: Mark, rng: np.random.Generato
     radius = rng.uniform(*((0.07, 0.11) if mark.size == "small" else (0.15, 0.22))) * scene.side
     dy, dx = scene.yy - centre[0], scene.xx - centre[1]
     angle = np.arctan2(dy, dx)
-    wobble = sum(rng.uniform(0.05, 0.18) * np.cos(k * angle + rng.uniform(0, 6.3))
-                 for k in range(2, 5))
+    wobble = sum(rng.uniform(0.05, 0.18) * np.cos(k * angle + rng.uniform(0, 6.3)) for k in range(2, 5))
     mask = kit.inside(np.hypot(dy, dx) / (1 + wobble), radius, 1.2)
     return kit.blend(img, mask, mark_rgb(mark.colour or "red", mark.shade, rng), 0.92)
 
@@ -199,8 +209,7 @@ def _lines(img: np.ndarray, scene: kit.Scene, mark: Mark, rng: np.random.Generat
 def _crack(img: np.ndarray, scene: kit.Scene, mark: Mark, rng: np.random.Generator):
     length = rng.uniform(*((0.7, 1.0) if mark.size == "long" else (0.35, 0.5))) * scene.side
     heading = heading_of(mark.orientation, rng)
-    start = place(rng, mark.position, int(scene.side)) - 0.5 * length * np.array(
-        [math.sin(heading), math.cos(heading)])
+    start = place(rng, mark.position, int(scene.side)) - 0.5 * length * np.array([math.sin(heading), math.cos(heading)])
     path = kit.jagged_path(rng, start, length, heading)
     dist = kit.polyline_distance(scene.yy, scene.xx, path)
     dark = kit.hsv(0.08, 0.2, rng.uniform(0.05, 0.2))
@@ -209,15 +218,26 @@ def _crack(img: np.ndarray, scene: kit.Scene, mark: Mark, rng: np.random.Generat
 
 def _scratch(img: np.ndarray, scene: kit.Scene, mark: Mark, rng: np.random.Generator):
     bright = None if mark.shade is None else mark.shade == "light"
-    return kit.scratch(img, scene, rng, heading=heading_of(mark.orientation, rng),
-                       centre=place(rng, mark.position, int(scene.side)), bright=bright,
-                       count=mark.count)
+    return kit.scratch(
+        img,
+        scene,
+        rng,
+        heading=heading_of(mark.orientation, rng),
+        centre=place(rng, mark.position, int(scene.side)),
+        bright=bright,
+        count=mark.count,
+    )
 
 
 def _tear(img: np.ndarray, scene: kit.Scene, mark: Mark, rng: np.random.Generator):
-    return kit.tear(img, scene, rng, centre=place(rng, mark.position, int(scene.side)),
-                    heading=heading_of(mark.orientation, rng),
-                    scale=1.1 if mark.size == "long" else 0.6)
+    return kit.tear(
+        img,
+        scene,
+        rng,
+        centre=place(rng, mark.position, int(scene.side)),
+        heading=heading_of(mark.orientation, rng),
+        scale=1.1 if mark.size == "long" else 0.6,
+    )
 
 
 def _seam(img: np.ndarray, scene: kit.Scene, mark: Mark, rng: np.random.Generator):
@@ -235,9 +255,14 @@ def _holes(img: np.ndarray, scene: kit.Scene, mark: Mark, rng: np.random.Generat
 
 
 def _domes(img: np.ndarray, scene: kit.Scene, mark: Mark, rng: np.random.Generator):
-    return kit.bubble(img, scene, rng, centres=centres(mark, rng, int(scene.side), 0.15),
-                      scale=0.6 if mark.size == "small" else 1.1,
-                      depth=-1.0 if mark.kind == "dent" else 1.0)
+    return kit.bubble(
+        img,
+        scene,
+        rng,
+        centres=centres(mark, rng, int(scene.side), 0.15),
+        scale=0.6 if mark.size == "small" else 1.1,
+        depth=-1.0 if mark.kind == "dent" else 1.0,
+    )
 
 
 def _rust(img: np.ndarray, scene: kit.Scene, mark: Mark, rng: np.random.Generator):
@@ -254,9 +279,19 @@ def _rust(img: np.ndarray, scene: kit.Scene, mark: Mark, rng: np.random.Generato
 
 
 MARK_PAINTERS: dict[str, Callable[..., np.ndarray]] = {
-    "spots": _spots, "cluster": _cluster, "stain": _stain, "blob": _blob, "line": _lines,
-    "crack": _crack, "scratch": _scratch, "tear": _tear, "seam": _seam, "hole": _holes,
-    "bubble": _domes, "dent": _domes, "rust": _rust,
+    "spots": _spots,
+    "cluster": _cluster,
+    "stain": _stain,
+    "blob": _blob,
+    "line": _lines,
+    "crack": _crack,
+    "scratch": _scratch,
+    "tear": _tear,
+    "seam": _seam,
+    "hole": _holes,
+    "bubble": _domes,
+    "dent": _domes,
+    "rust": _rust,
 }
 
 # --- The camera ---

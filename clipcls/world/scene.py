@@ -18,9 +18,7 @@ import numpy as np
 from clipcls.world.vocab import COLOURS, MARK_KINDS, POSITIONS
 
 HELD_OUT_MATERIAL = "wallpaper"
-HELD_OUT_MARKS: frozenset[str] = frozenset(
-    {"none", "cluster", "tear", "seam", "stain", "bubble", "scratch"}
-)
+HELD_OUT_MARKS: frozenset[str] = frozenset({"none", "cluster", "tear", "seam", "stain", "bubble", "scratch"})
 
 # Material -> colours it comes in and patterns it carries.
 MATERIAL_COLOURS: dict[str, tuple[str, ...]] = {
@@ -109,13 +107,15 @@ def draw_mark(rng: np.random.Generator, kind: str) -> Mark:
     return Mark(
         kind=kind,
         count=count,
-        size=_pick(rng, ("small", "large")) if "size" in has else (
-            _pick(rng, ("short", "long")) if "length" in has else None),
+        size=_pick(rng, ("small", "large"))
+        if "size" in has
+        else (_pick(rng, ("short", "long")) if "length" in has else None),
         colour=_pick(rng, list(COLOURS)) if "colour" in has else None,
         shade=_pick(rng, ("dark", "light")) if "shade" in has and rng.random() < 0.6 else None,
         position=_pick(rng, POSITIONS) if "position" in has and together else None,
-        orientation=_pick(rng, ("vertical", "horizontal") if kind == "seam" else (
-            "vertical", "horizontal", "diagonal")) if "orientation" in has else None,
+        orientation=_pick(rng, ("vertical", "horizontal") if kind == "seam" else ("vertical", "horizontal", "diagonal"))
+        if "orientation" in has
+        else None,
         density=_pick(rng, ("sparse", "dense")) if "density" in has else None,
     )
 

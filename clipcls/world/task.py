@@ -30,22 +30,31 @@ from clipcls.world.scene import Scene, draw_mark, draw_scene
 
 # Class -> the mark kind it shows on wallpaper ("none" for clean).
 TASK_KINDS: dict[str, str] = {
-    "clean": "none", "mould": "cluster", "tear": "tear", "seam_gap": "seam", "stain": "stain",
-    "bubble": "bubble", "scratch": "scratch",
+    "clean": "none",
+    "mould": "cluster",
+    "tear": "tear",
+    "seam_gap": "seam",
+    "stain": "stain",
+    "bubble": "bubble",
+    "scratch": "scratch",
 }
 SPLIT_COUNTS: dict[str, dict[str, int]] = {
-    "train": {"clean": 240, "mould": 100, "tear": 24, "seam_gap": 8, "stain": 80, "bubble": 40,
-              "scratch": 60},
+    "train": {"clean": 240, "mould": 100, "tear": 24, "seam_gap": 8, "stain": 80, "bubble": 40, "scratch": 60},
     "val": {name: 30 for name in TASK_KINDS},
     "shifted": {name: 30 for name in TASK_KINDS},
 }
 # In distribution: pale wallpaper in good light. Shifted: other materials, colours and light.
 _LOOKS: dict[str, dict[str, tuple[str, ...]]] = {
-    "in": {"materials": ("wallpaper",), "colours": ("white", "yellow", "pink", "blue", "green",
-                                                    "grey"), "lightings": ("even", "bright")},
-    "shifted": {"materials": ("painted wall", "fabric", "tile", "concrete"),
-                "colours": ("red", "purple", "brown", "orange", "blue"),
-                "lightings": ("dim", "uneven")},
+    "in": {
+        "materials": ("wallpaper",),
+        "colours": ("white", "yellow", "pink", "blue", "green", "grey"),
+        "lightings": ("even", "bright"),
+    },
+    "shifted": {
+        "materials": ("painted wall", "fabric", "tile", "concrete"),
+        "colours": ("red", "purple", "brown", "orange", "blue"),
+        "lightings": ("dim", "uneven"),
+    },
 }
 TASK_VERSION = 1  # bump whenever the world's painting or this file's scenes change
 MARKER_NAME = ".complete"
@@ -58,13 +67,11 @@ def task_scene(class_name: str, split: str, seed: int, index: int) -> Scene:
     rng = np.random.default_rng([seed, split_index, class_index, index, 9])
     look = _LOOKS["shifted" if split == "shifted" else "in"]
     kind = TASK_KINDS[class_name]
-    scene = draw_scene(rng, int(rng.integers(2**31)), look["materials"], (kind,),
-                       look["colours"], look["lightings"])
+    scene = draw_scene(rng, int(rng.integers(2**31)), look["materials"], (kind,), look["colours"], look["lightings"])
     if class_name == "mould":  # dense dark green or black specks, as mould grows
         mark = draw_mark(rng, "cluster")
         colour = "green" if rng.random() < 0.6 else "black"
-        scene = dataclasses.replace(scene, mark=dataclasses.replace(
-            mark, colour=colour, shade="dark", density="dense"))
+        scene = dataclasses.replace(scene, mark=dataclasses.replace(mark, colour=colour, shade="dark", density="dense"))
     elif class_name == "stain":  # water and nicotine stains are brown to yellow
         colour = str(rng.choice(["brown", "yellow", "orange"]))
         scene = dataclasses.replace(scene, mark=dataclasses.replace(scene.mark, colour=colour))
@@ -95,8 +102,11 @@ def is_complete(root: Path, seed: int) -> bool:
             return False
     except (OSError, ValueError):
         return False
-    return all(len(list((root / split / name).glob("*.jpg"))) == count
-               for split, counts in SPLIT_COUNTS.items() for name, count in counts.items())
+    return all(
+        len(list((root / split / name).glob("*.jpg"))) == count
+        for split, counts in SPLIT_COUNTS.items()
+        for name, count in counts.items()
+    )
 
 
 def make_task(root: str | os.PathLike, seed: int = 0) -> Path:
@@ -121,15 +131,18 @@ def make_task(root: str | os.PathLike, seed: int = 0) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line; see the module docstring."""
-    parser = argparse.ArgumentParser(prog="python -m clipcls.world.task",
-                                     description="Write the held-out wallpaper-defect task.")
+    parser = argparse.ArgumentParser(
+        prog="python -m clipcls.world.task", description="Write the held-out wallpaper-defect task."
+    )
     parser.add_argument("--out", required=True, help="folder for train/, val/ and shifted/")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same pictures")
     args = parser.parse_args(argv)
     root = make_task(args.out, args.seed)
     for split, counts in SPLIT_COUNTS.items():
-        print(f"{split}: {sum(counts.values())} images in {root / split}: "
-              + ", ".join(f"{k}={v}" for k, v in counts.items()))
+        print(
+            f"{split}: {sum(counts.values())} images in {root / split}: "
+            + ", ".join(f"{k}={v}" for k, v in counts.items())
+        )
     return 0
 
 

@@ -70,7 +70,11 @@ MARK_NOUNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 MARK_KINDS: tuple[str, ...] = ("none", *MARK_NOUNS)
 
 NO_MARK_PHRASES: tuple[str, ...] = (
-    "no marks", "no defects", "nothing on it", "a clean surface", "no damage",
+    "no marks",
+    "no defects",
+    "nothing on it",
+    "a clean surface",
+    "no damage",
 )
 # Count -> words; counts above 3 are "several", above 6 "many".
 COUNT_WORDS: dict[str, tuple[str, ...]] = {
@@ -129,8 +133,17 @@ GLUE_WORDS = "a an the of with and on in is it which are there".split()
 def _all_phrases() -> list[str]:
     """Every string a caption or description may be built from."""
     phrases: list[str] = [*COLOURS, *TEMPLATES, *GLUE_WORDS, *NO_MARK_PHRASES]
-    for table in (MATERIALS, PATTERN_WORDS, LIGHTING_WORDS, COUNT_WORDS, SIZE_WORDS,
-                  SHADE_WORDS, DENSITY_WORDS, ORIENTATION_WORDS, POSITION_WORDS):
+    for table in (
+        MATERIALS,
+        PATTERN_WORDS,
+        LIGHTING_WORDS,
+        COUNT_WORDS,
+        SIZE_WORDS,
+        SHADE_WORDS,
+        DENSITY_WORDS,
+        ORIENTATION_WORDS,
+        POSITION_WORDS,
+    ):
         for words in table.values():
             phrases.extend(words)
     for singular, plural in MARK_NOUNS.values():
