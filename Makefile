@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch/torchvision pinned to the builds this machine provides offline; others come from PyPI.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test venv clean
+.PHONY: demo test lint venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,12 +19,16 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	$(BIN)/python -m clipcls.data.demo --out demo_data
+	$(BIN)/clipcls demo-data --out demo_data
 	rm -rf runs/demo
 	$(BIN)/python train.py --config configs/demo.yaml
 
 test: venv
 	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf runs demo_data

@@ -4,6 +4,7 @@ Every benchmark measures its contenders side by side in one process, alternating
 round, because the machine is shared and noisy: a median over alternated rounds compares like
 with like even when the load changes during the run.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -78,8 +79,9 @@ def write_descriptions(path: Path, descs: dict[str, list[str]]) -> Path:
     return path
 
 
-def make_jpeg_folder(root: Path, names: list[str], per_class: int, size: tuple[int, int] = (512, 384),
-                     seed: int = 0) -> Path:
+def make_jpeg_folder(
+    root: Path, names: list[str], per_class: int, size: tuple[int, int] = (512, 384), seed: int = 0
+) -> Path:
     """`root/<class>/<i>.jpg`: smooth colour fields with noise (decode cost like a photo's)."""
     from PIL import Image
 
@@ -112,8 +114,14 @@ def word_tokenizer(texts: list[str]):
     tok.post_processor = processors.TemplateProcessing(
         single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", sot), ("<|endoftext|>", eot)]
     )
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|startoftext|>", eos_token="<|endoftext|>",
-                                   pad_token="<|endoftext|>", unk_token="<unk>", model_max_length=77)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        unk_token="<unk>",
+        model_max_length=77,
+    )
 
 
 def build_vit_b32(out_dir: Path, texts: list[str], seed: int = 0) -> Path:
@@ -184,8 +192,10 @@ def summarise(rounds: list[dict[str, StepTimes]], pairs: list[tuple[str, str]]) 
     for name in names:
         per_round = [r[name].images_per_s for r in rounds]
         step_ms = median([median(r[name].seconds) for r in rounds]) * 1000
-        lines.append(f"  {name:<28} {median(per_round):9.2f} images/s  (median step {step_ms:8.1f} ms; "
-                     f"rounds: {', '.join(f'{x:.2f}' for x in per_round)})")
+        lines.append(
+            f"  {name:<28} {median(per_round):9.2f} images/s  (median step {step_ms:8.1f} ms; "
+            f"rounds: {', '.join(f'{x:.2f}' for x in per_round)})"
+        )
     for num, den in pairs:
         ratios = [r[num].images_per_s / r[den].images_per_s for r in rounds]
         lines.append(f"  ratio {num} / {den}: {median(ratios):.3f}  (rounds: {', '.join(f'{x:.3f}' for x in ratios)})")

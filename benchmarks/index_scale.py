@@ -16,6 +16,7 @@
 
     python benchmarks/index_scale.py [--files 200000] [--workers 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,8 +68,9 @@ def index_figures(root: Path, repeats: int) -> list[dict]:
     env = {**os.environ, "PYTHONPATH": str(common.ROOT)}
     runs = []
     for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", CHILD, str(root)], capture_output=True, text=True, env=env,
-                             check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, str(root)], capture_output=True, text=True, env=env, check=True
+        )
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return runs
 
@@ -104,9 +106,9 @@ def worker_growth(root: Path, workers: int, as_list: bool, batch: int) -> dict:
     from PIL import Image
 
     import clipcls.data.dataset as dataset_module
-    from clipcls.data.datamodule import make_loader
     from clipcls.data.dataset import ImageDataset
     from clipcls.data.index import index_folder
+    from clipcls.data.loaders import make_loader
 
     index = index_folder(root)
     if as_list:
@@ -116,7 +118,7 @@ def worker_growth(root: Path, workers: int, as_list: bool, batch: int) -> dict:
     original = dataset_module.load_image
     dataset_module.load_image = lambda path, draft_size=None: blank  # workers fork with this: no decoding
     try:
-        dataset = ImageDataset(index, lambda image: torch.zeros(1), draft_size=(8, 8))
+        dataset = ImageDataset.from_index(index, lambda image: torch.zeros(1), draft_size=(8, 8))
         loader = make_loader(dataset, batch, workers, shuffle=True)  # persistent workers, as in training
         iterator = iter(loader)
         next(iterator)
@@ -131,8 +133,13 @@ def worker_growth(root: Path, workers: int, as_list: bool, batch: int) -> dict:
         dataset_module.load_image = original
     del iterator, loader
     gc.collect()
-    return {"first": first, "last": last, "epoch_s": seconds, "samples": len(dataset),
-            "kind": "Python list" if as_list else "numpy (ImageDataset)"}
+    return {
+        "first": first,
+        "last": last,
+        "epoch_s": seconds,
+        "samples": len(dataset),
+        "kind": "Python list" if as_list else "numpy (ImageDataset)",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,18 +157,25 @@ def main(argv: list[str] | None = None) -> int:
         runs = index_figures(root, args.repeats)
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         each = ", ".join(f"{r['index_s']:.2f}" for r in runs)
-        print(f"index_folder: {med['files']:.0f} files, {med['classes']:.0f} classes in {med['index_s']:.2f} s "
-              f"(runs: {each}); stratified split {med['split_s']:.2f} s")
-        print(f"peak resident memory of the whole process: {med['peak_mib']:.0f} MiB (VmHWM; after index_folder "
-              f"{med['peak_after_index_mib']:.0f} MiB); baseline after imports {med['baseline_mib']:.0f} MiB, "
-              f"so index + split add {med['peak_mib'] - med['baseline_mib']:.0f} MiB")
+        print(
+            f"index_folder: {med['files']:.0f} files, {med['classes']:.0f} classes in {med['index_s']:.2f} s "
+            f"(runs: {each}); stratified split {med['split_s']:.2f} s"
+        )
+        print(
+            f"peak resident memory of the whole process: {med['peak_mib']:.0f} MiB (VmHWM; after index_folder "
+            f"{med['peak_after_index_mib']:.0f} MiB); baseline after imports {med['baseline_mib']:.0f} MiB, "
+            f"so index + split add {med['peak_mib'] - med['baseline_mib']:.0f} MiB"
+        )
         print(f"\nworker memory over one epoch of {args.files} samples, {args.workers} workers, batch {args.batch}:")
         for as_list in (False, True, False, True):  # alternated, twice each
             res = worker_growth(root, args.workers, as_list, args.batch)
             growth = [b - a for a, b in zip(res["first"], res["last"])]
-            print(f"  {res['kind']:<22} USS per worker at first batch {', '.join(f'{x:.1f}' for x in res['first'])} MiB"
-                  f" -> end of epoch {', '.join(f'{x:.1f}' for x in res['last'])} MiB "
-                  f"(growth {', '.join(f'{x:+.1f}' for x in growth)} MiB; epoch {res['epoch_s']:.1f} s)", flush=True)
+            print(
+                f"  {res['kind']:<22} USS per worker at first batch {', '.join(f'{x:.1f}' for x in res['first'])} MiB"
+                f" -> end of epoch {', '.join(f'{x:.1f}' for x in res['last'])} MiB "
+                f"(growth {', '.join(f'{x:+.1f}' for x in growth)} MiB; epoch {res['epoch_s']:.1f} s)",
+                flush=True,
+            )
     common.print_machine()
     return 0
 

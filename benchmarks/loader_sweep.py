@@ -9,6 +9,7 @@ loading work itself costs.
 
     python benchmarks/loader_sweep.py --model tiny --configs 0x2,1x2,2x2,1x1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,10 +19,10 @@ from pathlib import Path
 
 import common
 import torch
-
-from clipcls.data.datamodule import prepare_data
-from clipcls.module import ClipClassifierModule
 from train_throughput import make_setup, run_pipeline
+
+from clipcls.data.splits import load_splits as prepare_data
+from clipcls.training.module import build_module
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         setup = make_setup(args, Path(tmp))
         setup.cfg["batch_size"] = args.batch
         data = prepare_data(setup.cfg)
-        module = ClipClassifierModule(setup.cfg, data.class_names, data.descriptions)
+        module = build_module(setup.cfg, data.class_names, data.descriptions)
         rounds = []
         for r in range(args.rounds):
             results = {}
@@ -51,8 +52,10 @@ def main(argv: list[str] | None = None) -> int:
                 torch.set_num_threads(threads)
                 os.environ["OMP_NUM_THREADS"] = str(threads)  # the pipeline then keeps this count
                 results[name], _ = run_pipeline(setup, module, data, "random", args.warmup, args.measure, "sweep", r)
-                print(f"round {r} {name}: {results[name].images_per_s:.2f} images/s "
-                      f"(load {os.getloadavg()[0]:.2f})", flush=True)
+                print(
+                    f"round {r} {name}: {results[name].images_per_s:.2f} images/s (load {os.getloadavg()[0]:.2f})",
+                    flush=True,
+                )
             rounds.append({f"workers={w} threads={t}": results[f"workers={w} threads={t}"] for w, t in configs})
         print(f"\nmodel {args.model} at {args.size}px, batch {args.batch}, {args.rounds} rounds x {args.measure} steps")
         print(common.summarise(rounds, []))

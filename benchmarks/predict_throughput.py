@@ -11,6 +11,7 @@ Rounds alternate the two; the median images/s and the paired ratio are reported.
 
     python benchmarks/predict_throughput.py [--model tiny] [--images 2000] [--size 224]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,7 @@ from clipcls.model.tiny import cache_dir  # noqa: E402
 
 def train_run(tmp: Path, model: str, size: int) -> Path:
     """A run directory from one short epoch of the real training entry point."""
-    from clipcls.train import main as train_main
+    from clipcls.commands.train import main as train_main
 
     names = common.class_names(19)
     descs = common.descriptions(names)
@@ -42,10 +43,22 @@ def train_run(tmp: Path, model: str, size: int) -> Path:
     texts = [t for v in descs.values() for t in v]
     model_name = "tiny" if model == "tiny" else str(common.build_vit_b32(cache_dir() / "bench-vit-b32-random", texts))
     cfg = dataclasses.asdict(CFG())
-    cfg.update(train_dataset_dir=str(data), class_description_yaml_file=str(yaml_file), model_name=model_name,
-               img_transform_size_W=size, img_transform_size_H=size, epochs=1, test_size=19 / 57, batch_size=32,
-               output_dir=str(tmp / "runs"), run_name="bench", accelerator="cpu", devices=1, augment="none",
-               checkpoint_every_n_steps=None)
+    cfg.update(
+        train_dataset_dir=str(data),
+        class_description_yaml_file=str(yaml_file),
+        model_name=model_name,
+        img_transform_size_W=size,
+        img_transform_size_H=size,
+        epochs=1,
+        test_size=19 / 57,
+        batch_size=32,
+        output_dir=str(tmp / "runs"),
+        run_name="bench",
+        accelerator="cpu",
+        devices=1,
+        augment="none",
+        checkpoint_every_n_steps=None,
+    )
     with contextlib.redirect_stdout(io.StringIO()):
         status = train_main(common.cfg_flags(cfg), CFG)
     if status != 0:
@@ -55,7 +68,7 @@ def train_run(tmp: Path, model: str, size: int) -> Path:
 
 def run_predict(run_dir: Path, folder: Path, out: Path, batch: int, workers: int | None) -> float:
     """Wall seconds of one `clipcls predict` run, in-process."""
-    from clipcls.predict import main as predict_main
+    from clipcls.commands.predict import main as predict_main
 
     flags = [str(run_dir), str(folder), "--out", str(out), "--batch-size", str(batch)]
     flags += ["--workers", str(workers)] if workers is not None else []
@@ -70,9 +83,9 @@ def run_predict(run_dir: Path, folder: Path, out: Path, batch: int, workers: int
 
 def bare_loop(run_dir: Path, folder: Path, images: int, batch: int, threads: int) -> float:
     """Wall seconds of the forward passes alone for `images` images, batch after batch."""
-    from clipcls.predict import collect_inputs
-    from clipcls.predictor import Predictor
-    from clipcls.trained import load_trained
+    from clipcls.data.inputs import collect_inputs
+    from clipcls.inference.predictor import Predictor
+    from clipcls.inference.trained_model import load_trained
 
     predictor = Predictor(load_trained(run_dir), "cpu")
     paths = collect_inputs([str(folder)]).paths[:batch]
@@ -103,28 +116,34 @@ def main(argv: list[str] | None = None) -> int:
         per_class = -(-args.images // 19)
         folder = common.make_jpeg_folder(tmp / "new", common.class_names(19), per_class, seed=2)
         files = sorted(folder.rglob("*.jpg"))
-        for extra in files[args.images:]:
+        for extra in files[args.images :]:
             extra.unlink()
         rounds = []
         for r in range(args.rounds):
             result = {}
-            for name in (["predict", "bare"] if r % 2 == 0 else ["bare", "predict"]):
+            for name in ["predict", "bare"] if r % 2 == 0 else ["bare", "predict"]:
                 if name == "predict":
                     seconds = run_predict(run_dir, folder, tmp / f"preds-{r}.csv", args.batch, args.workers)
                 else:
                     seconds = bare_loop(run_dir, folder, args.images, args.batch, default_threads)
                 torch.set_num_threads(default_threads)
                 result[name] = args.images / seconds
-                print(f"round {r} {name}: {result[name]:.1f} images/s ({seconds:.2f} s, "
-                      f"load {os.getloadavg()[0]:.2f})", flush=True)
+                print(
+                    f"round {r} {name}: {result[name]:.1f} images/s ({seconds:.2f} s, load {os.getloadavg()[0]:.2f})",
+                    flush=True,
+                )
             rounds.append(result)
         rows = sum(1 for _ in open(tmp / "preds-0.csv", encoding="utf-8")) - 1
         ratios = [r["predict"] / r["bare"] for r in rounds]
-        print(f"\nmodel {args.model} at {args.size}px, {args.images} JPEGs (512x384), batch {args.batch}, "
-              f"{rows} CSV rows per predict run")
+        print(
+            f"\nmodel {args.model} at {args.size}px, {args.images} JPEGs (512x384), batch {args.batch}, "
+            f"{rows} CSV rows per predict run"
+        )
         for name in ("predict", "bare"):
             values = [r[name] for r in rounds]
-            print(f"  {name:<8} {common.median(values):8.1f} images/s (rounds: {', '.join(f'{v:.1f}' for v in values)})")
+            print(
+                f"  {name:<8} {common.median(values):8.1f} images/s (rounds: {', '.join(f'{v:.1f}' for v in values)})"
+            )
         print(f"  ratio predict / bare: {common.median(ratios):.3f} (rounds: {', '.join(f'{v:.3f}' for v in ratios)})")
     common.print_machine()
     return 0

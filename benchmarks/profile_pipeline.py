@@ -10,6 +10,7 @@
 
     python benchmarks/profile_pipeline.py [--model tiny] [--size 224] [--steps 8]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,7 +72,8 @@ class PhaseTimer(pl.Callback):
         self._mark("start")
         if "end" in self.marks and batch_idx > self.skip:
             self.phases.setdefault("between steps (data, progress bar, loggers)", []).append(
-                self.marks["start"] - self.marks["end"])
+                self.marks["start"] - self.marks["end"]
+            )
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
         self._mark("before_backward")
@@ -83,9 +85,11 @@ class PhaseTimer(pl.Callback):
         self._mark("end")
         if batch_idx >= self.skip:
             m = self.marks
-            for name, seconds in (("forward + loss (training_step)", m["before_backward"] - m["start"]),
-                                  ("backward", m["after_backward"] - m["before_backward"]),
-                                  ("optimizer phase (checks, clipping, AdamW)", m["end"] - m["after_backward"])):
+            for name, seconds in (
+                ("forward + loss (training_step)", m["before_backward"] - m["start"]),
+                ("backward", m["after_backward"] - m["before_backward"]),
+                ("optimizer phase (checks, clipping, AdamW)", m["end"] - m["after_backward"]),
+            ):
                 self.phases.setdefault(name, []).append(seconds)
 
 
@@ -142,15 +146,17 @@ def print_phases(title: str, phases: dict[str, list[float]]) -> None:
 
 
 def profile_steps(tmp: Path, args: argparse.Namespace) -> None:
-    from clipcls.data.datamodule import ClipDataModule, prepare_data
-    from clipcls.module import ClipClassifierModule
-    from clipcls.trainer import build_trainer
     from train_throughput import StepTimer, make_setup
+
+    from clipcls.data.splits import load_splits as prepare_data
+    from clipcls.training.datamodule import ClipDataModule
+    from clipcls.training.module import build_module
+    from clipcls.training.trainer import build_trainer
 
     args.warmup, args.measure, args.workers = 2, args.steps, args.workers
     setup = make_setup(args, tmp)
     data = prepare_data(setup.cfg)
-    module = ClipClassifierModule(setup.cfg, data.class_names, data.descriptions)
+    module = build_module(setup.cfg, data.class_names, data.descriptions)
     cfg = {**setup.cfg, "run_name": "profile", "sampler": "random", "augment": args.augment}
     datamodule = ClipDataModule(data, cfg, module.image_mean, module.image_std)
     trainer = build_trainer(cfg, Path(cfg["output_dir"]) / "profile")
@@ -160,12 +166,17 @@ def profile_steps(tmp: Path, args: argparse.Namespace) -> None:
         window = ProfileWindow(2, 2 + args.steps - 1)
         trainer.callbacks.append(window)
     trainer.fit(module, datamodule=datamodule)
-    print_phases(f"\npipeline, {args.steps} steps ({args.model}, {args.size}px, batch 32, augment {args.augment}, "
-                 f"{datamodule.workers} loader workers, {torch.get_num_threads()} intra-op threads):", phases.phases)
-    print_phases(f"bare loop, same model and batch ({torch.get_num_threads()} threads):",
-                 bare_phases(module, 32, args.size, args.steps))
+    print_phases(
+        f"\npipeline, {args.steps} steps ({args.model}, {args.size}px, batch 32, augment {args.augment}, "
+        f"{datamodule.workers} loader workers, {torch.get_num_threads()} intra-op threads):",
+        phases.phases,
+    )
+    print_phases(
+        f"bare loop, same model and batch ({torch.get_num_threads()} threads):",
+        bare_phases(module, 32, args.size, args.steps),
+    )
     if args.pyinstrument:
-        print(window.profiler.output_text(unicode=False, color=False, show_all=False)[:args.chars])
+        print(window.profiler.output_text(unicode=False, color=False, show_all=False)[: args.chars])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ What the seed did at every step, and this re-creation does too:
 The model, input size, batch (one image per class) and data loader workers are the same as in
 the pipeline it is compared with, so the difference is the step's own work.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -62,23 +63,28 @@ def seed_loader(root: Path, class_names: list[str], size: tuple[int, int], steps
     """The seed's loader: batch_size 1 of per-class tuples (so N images per step)."""
     paths = [sorted(str(p) for p in (root / name).glob("*.jpg")) for name in class_names]
     dataset = PerClassTuples(paths, size, steps)
-    return DataLoader(dataset, batch_size=1, shuffle=True, num_workers=workers, collate_fn=_first,
-                      persistent_workers=workers > 0)
+    return DataLoader(
+        dataset, batch_size=1, shuffle=True, num_workers=workers, collate_fn=_first, persistent_workers=workers > 0
+    )
 
 
 class SeedStep:
     """The seed's model, optimizer, logger and step; `step(images, labels)` runs one step."""
 
-    def __init__(self, model_dir: str, texts: list[str], num_classes: int, size: int,
-                 log_dir: str | None = None) -> None:
+    def __init__(
+        self, model_dir: str, texts: list[str], num_classes: int, size: int, log_dir: str | None = None
+    ) -> None:
         from tensorboardX import SummaryWriter
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
         self.clip = CLIPModel.from_pretrained(model_dir)
         # the processor resizes and crops to `size` (the checkpoint's own size for ViT-B/32 at 224)
         image_processor = CLIPImageProcessor.from_pretrained(
-            model_dir, size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-        self.processor = CLIPProcessor(image_processor=image_processor, tokenizer=AutoTokenizer.from_pretrained(model_dir))
+            model_dir, size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+        )
+        self.processor = CLIPProcessor(
+            image_processor=image_processor, tokenizer=AutoTokenizer.from_pretrained(model_dir)
+        )
         self.resize = size != self.clip.config.vision_config.image_size
         self.clip.text_model.requires_grad_(False)
         self.clip.text_projection.requires_grad_(False)
@@ -104,8 +110,7 @@ class SeedStep:
 
     def step(self, images: list[Image.Image], labels: list[int]) -> float:
         t0 = time.perf_counter()
-        inputs = self.processor(text=self.texts, images=images, return_tensors="pt", padding=True,
-                                truncation=True)
+        inputs = self.processor(text=self.texts, images=images, return_tensors="pt", padding=True, truncation=True)
         t1 = time.perf_counter()
         out = self.clip(**inputs, interpolate_pos_encoding=self.resize)
         image_embeds, text_embeds = out.image_embeds, out.text_embeds  # both L2-normalised
@@ -125,9 +130,12 @@ class SeedStep:
         t4 = time.perf_counter()
         self.global_step += 1
         text = self.phases["text tower forward"][-1]
-        for name, seconds in (("processor (tokenize + image preprocessing)", t1 - t0),
-                              ("image tower forward + losses", t2 - t1 - text),
-                              ("backward + AdamW step", t3 - t2), ("TensorBoard logging loops", t4 - t3)):
+        for name, seconds in (
+            ("processor (tokenize + image preprocessing)", t1 - t0),
+            ("image tower forward + losses", t2 - t1 - text),
+            ("backward + AdamW step", t3 - t2),
+            ("TensorBoard logging loops", t4 - t3),
+        ):
             self.phases[name].append(seconds)
         return float(loss.detach())
 

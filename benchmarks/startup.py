@@ -5,6 +5,7 @@ Lightning, transformers) is imported only when it runs.
 
     python benchmarks/startup.py [--repeats 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, command in COMMANDS.items():
             times[name].append(wall_time(command))
     for name, values in times.items():
-        print(f"  {name:<36} median {statistics.median(values):.3f} s  "
-              f"(runs: {', '.join(f'{v:.3f}' for v in values)})")
+        print(f"  {name:<36} median {statistics.median(values):.3f} s  (runs: {', '.join(f'{v:.3f}' for v in values)})")
     common.print_machine()
     return 0
 

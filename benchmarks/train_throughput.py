@@ -18,6 +18,7 @@ the description embeddings are computed once, so the count must be 0).
     python benchmarks/train_throughput.py --model tiny
     python benchmarks/train_throughput.py --model vitb32 --rounds 3 --warmup 2 --measure 4
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,11 +36,13 @@ import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 
 from cfg import CFG  # noqa: E402
-from clipcls.data.datamodule import ClipDataModule, balance_cpu_threads, default_workers, prepare_data  # noqa: E402
+from clipcls.data.loaders import balance_cpu_threads, default_workers  # noqa: E402
+from clipcls.data.splits import load_splits as prepare_data  # noqa: E402
 from clipcls.model.loss import total_loss  # noqa: E402
 from clipcls.model.tiny import cache_dir  # noqa: E402
-from clipcls.module import ClipClassifierModule  # noqa: E402
-from clipcls.trainer import build_trainer  # noqa: E402
+from clipcls.training.datamodule import ClipDataModule  # noqa: E402
+from clipcls.training.module import ClipClassifierModule, build_module  # noqa: E402
+from clipcls.training.trainer import build_trainer  # noqa: E402
 
 
 class StepTimer(pl.Callback):
@@ -87,18 +90,38 @@ def make_setup(args: argparse.Namespace, tmp: Path) -> Setup:
     per_class = max(4, -(-steps * 32 // 19) + 2)  # enough for one epoch of `steps` batches of 32
     data_dir = common.make_jpeg_folder(tmp / "train", names, per_class)
     yaml_file = common.write_descriptions(tmp / "descriptions.yaml", descs)
-    model_dir = "tiny" if args.model == "tiny" else str(common.build_vit_b32(cache_dir() / "bench-vit-b32-random", texts))
+    model_dir = (
+        "tiny" if args.model == "tiny" else str(common.build_vit_b32(cache_dir() / "bench-vit-b32-random", texts))
+    )
     cfg = dataclasses.asdict(CFG())
-    cfg.update(train_dataset_dir=str(data_dir), class_description_yaml_file=str(yaml_file), model_name=model_dir,
-               img_transform_size_W=args.size, img_transform_size_H=args.size, epochs=1,
-               test_size=20 / (per_class * len(names)),  # a validation split of one image per class
-               output_dir=str(tmp / "runs"), accelerator="cpu", devices=1, num_workers=args.workers)
+    cfg.update(
+        train_dataset_dir=str(data_dir),
+        class_description_yaml_file=str(yaml_file),
+        model_name=model_dir,
+        img_transform_size_W=args.size,
+        img_transform_size_H=args.size,
+        epochs=1,
+        test_size=20 / (per_class * len(names)),  # a validation split of one image per class
+        output_dir=str(tmp / "runs"),
+        accelerator="cpu",
+        devices=1,
+        num_workers=args.workers,
+    )
     cfg["optim_betas"] = list(cfg["optim_betas"])
     return Setup(cfg, data_dir, texts, names, model_dir)
 
 
-def run_pipeline(setup: Setup, module: ClipClassifierModule, data, sampler: str, warmup: int, measure: int,
-                 name: str, run: int, precision: str = "32-true") -> tuple[common.StepTimes, int]:
+def run_pipeline(
+    setup: Setup,
+    module: ClipClassifierModule,
+    data,
+    sampler: str,
+    warmup: int,
+    measure: int,
+    name: str,
+    run: int,
+    precision: str = "32-true",
+) -> tuple[common.StepTimes, int]:
     """One Trainer.fit of warmup + measure steps; the measured steps' wall times."""
     cfg = {**setup.cfg, "sampler": sampler, "run_name": f"{name.replace('@', '-')}-{run}", "precision": precision}
     datamodule = ClipDataModule(data, cfg, module.image_mean, module.image_std)
@@ -106,7 +129,7 @@ def run_pipeline(setup: Setup, module: ClipClassifierModule, data, sampler: str,
     timer = StepTimer(warmup + measure, module.model.clip.text_model)
     trainer.callbacks.append(timer)
     trainer.fit(module, datamodule=datamodule)
-    stamps = timer.stamps[warmup - 1: warmup + measure]
+    stamps = timer.stamps[warmup - 1 : warmup + measure]
     batch = len(setup.names) if sampler == "per_class" else cfg["batch_size"]
     del trainer, datamodule  # shuts the persistent DataLoader workers down before the next contender
     gc.collect()
@@ -119,11 +142,14 @@ def bare_step(module: ClipClassifierModule, batch: int, size: int, threads: int,
     model, cfg = module.model, setup_cfg(module)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg["optim_weight_decay"]},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg["optim_weight_decay"]},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
     # the pipeline's optimizer (ClipClassifierModule.configure_optimizers): fused at full precision
-    optimizer = torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg["optim_betas"]), eps=cfg["optim_eps"],
-                                  fused=not bf16 or None)
+    optimizer = torch.optim.AdamW(
+        groups, lr=cfg["lr"], betas=tuple(cfg["optim_betas"]), eps=cfg["optim_eps"], fused=not bf16 or None
+    )
     pixels = torch.randn(batch, 3, size, size)
     labels = torch.arange(batch) % len(module.class_names)
 
@@ -131,8 +157,14 @@ def bare_step(module: ClipClassifierModule, batch: int, size: int, threads: int,
         torch.set_num_threads(threads)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = model(pixels)
-            loss = total_loss(out["text_logits"], out["head_logits"], labels, cfg["sim_weight"], cfg["fc_weight"],
-                              cfg["label_smoothing"])["loss"]
+            loss = total_loss(
+                out["text_logits"],
+                out["head_logits"],
+                labels,
+                cfg["sim_weight"],
+                cfg["fc_weight"],
+                cfg["label_smoothing"],
+            )["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -184,15 +216,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--measure", type=int, default=6)
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the pipeline's)")
-    parser.add_argument("--contenders", default="pipeline@32,bare@32,pipeline@19,seed@19",
-                        help="comma-separated: pipeline|bare|seed, optionally -bf16 (bf16-mixed), @batch")
+    parser.add_argument(
+        "--contenders",
+        default="pipeline@32,bare@32,pipeline@19,seed@19",
+        help="comma-separated: pipeline|bare|seed, optionally -bf16 (bf16-mixed), @batch",
+    )
     args = parser.parse_args(argv)
     common.print_machine()
     contenders = args.contenders.split(",")
     with tempfile.TemporaryDirectory(prefix="train-bench-") as tmp:
         setup = make_setup(args, Path(tmp))
         data = prepare_data(setup.cfg)
-        module = ClipClassifierModule(setup.cfg, data.class_names, data.descriptions)
+        module = build_module(setup.cfg, data.class_names, data.descriptions)
         threads = torch.get_num_threads()  # the bare loop's: all cores, torch's default
         rounds, text_forwards = [], 0
         for r in range(args.rounds):
@@ -201,11 +236,16 @@ def main(argv: list[str] | None = None) -> int:
             for name in order:
                 results[name], calls = run_contender(name, setup, module, data, args, threads, r)
                 text_forwards += calls
-                print(f"round {r} {name}: {results[name].images_per_s:.2f} images/s "
-                      f"(threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.2f})", flush=True)
+                print(
+                    f"round {r} {name}: {results[name].images_per_s:.2f} images/s "
+                    f"(threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.2f})",
+                    flush=True,
+                )
             rounds.append({name: results[name] for name in contenders})
-        print(f"\nmodel {args.model} at {args.size}px, {args.rounds} rounds x {args.measure} measured steps "
-              f"after {args.warmup} warm-up; loader workers {pipeline_workers(setup)}")
+        print(
+            f"\nmodel {args.model} at {args.size}px, {args.rounds} rounds x {args.measure} measured steps "
+            f"after {args.warmup} warm-up; loader workers {pipeline_workers(setup)}"
+        )
         pairs = [(a, b) for a, b in PAIRS if a in contenders and b in contenders]
         print(common.summarise(rounds, pairs))
         if SEED_PHASES:
@@ -218,8 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-PAIRS = [("pipeline@32", "bare@32"), ("pipeline-bf16@32", "bare-bf16@32"), ("pipeline@19", "bare@19"),
-         ("pipeline@19", "seed@19"), ("pipeline-bf16@19", "seed@19")]
+PAIRS = [
+    ("pipeline@32", "bare@32"),
+    ("pipeline-bf16@32", "bare-bf16@32"),
+    ("pipeline@19", "bare@19"),
+    ("pipeline@19", "seed@19"),
+    ("pipeline-bf16@19", "seed@19"),
+]
 
 
 def pipeline_workers(setup: Setup) -> int:
@@ -233,8 +278,9 @@ def run_contender(name: str, setup: Setup, module, data, args, threads: int, r: 
     batch, bf16 = int(batch), precision == "bf16"
     if kind == "pipeline":
         sampler = "per_class" if batch == len(setup.names) else "random"
-        return run_pipeline(setup, module, data, sampler, args.warmup, args.measure, name, r,
-                            "bf16-mixed" if bf16 else "32-true")
+        return run_pipeline(
+            setup, module, data, sampler, args.warmup, args.measure, name, r, "bf16-mixed" if bf16 else "32-true"
+        )
     if kind == "bare":
         torch.set_num_threads(threads)
         step = bare_step(module, batch, args.size, threads, bf16)

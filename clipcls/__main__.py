@@ -1,5 +1,5 @@
 import sys
 
-from clipcls.cli import main
+from clipcls.commands import main
 
 sys.exit(main())

@@ -1,4 +1,5 @@
 """Resolve a run's configuration: CFG defaults <- `--config file.yaml` <- command-line flags."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,8 +20,10 @@ def build_parser(cfg_class: type, prog: str = "train.py"):
     from jsonargparse import ActionConfigFile, ArgumentParser
 
     parser = ArgumentParser(
-        prog=prog, description="Fine-tune CLIP on class folders with class descriptions.",
-        default_env=False, exit_on_error=True,
+        prog=prog,
+        description="Fine-tune CLIP on class folders with class descriptions.",
+        default_env=False,
+        exit_on_error=True,
     )
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file of CFG overrides")
     parser.add_class_arguments(cfg_class, as_group=False)
@@ -53,7 +56,14 @@ def absolute_paths(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_POSITIVE = ("batch_size", "epochs", "img_transform_size_W", "img_transform_size_H", "accumulate_grad_batches", "num_nodes")
+_POSITIVE = (
+    "batch_size",
+    "epochs",
+    "img_transform_size_W",
+    "img_transform_size_H",
+    "accumulate_grad_batches",
+    "num_nodes",
+)
 
 
 def validate(cfg: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
 """Shared fixtures: a synthetic class-folder data set and a fast, offline training config."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,10 +42,22 @@ def tiny_cfg(root: Path, yaml_file: Path, output_dir: Path) -> dict:
 
     cfg = dataclasses.asdict(CFG())
     cfg.update(
-        train_dataset_dir=str(root), class_description_yaml_file=str(yaml_file), model_name="tiny",
-        img_transform_size_W=32, img_transform_size_H=32, batch_size=8, epochs=1, num_workers=0,
-        output_dir=str(output_dir), run_name="test", lr=1e-3, augment="none", accelerator="cpu",
-        devices=1, log_every_n_steps=1, checkpoint_every_n_steps=None,
+        train_dataset_dir=str(root),
+        class_description_yaml_file=str(yaml_file),
+        model_name="tiny",
+        img_transform_size_W=32,
+        img_transform_size_H=32,
+        batch_size=8,
+        epochs=1,
+        num_workers=0,
+        output_dir=str(output_dir),
+        run_name="test",
+        lr=1e-3,
+        augment="none",
+        accelerator="cpu",
+        devices=1,
+        log_every_n_steps=1,
+        checkpoint_every_n_steps=None,
     )
     cfg["optim_betas"] = list(cfg["optim_betas"])
     return cfg
@@ -71,3 +84,10 @@ def cfg_argv(cfg: dict) -> list[str]:
         else:
             argv += [f"--{key}", str(value)]
     return argv
+
+
+def make_module(cfg: dict, class_names: list[str], descriptions: dict[str, list[str]]):
+    """A LightningModule around the classifier the config builds, as a training run makes it."""
+    from clipcls.training.module import build_module
+
+    return build_module(cfg, class_names, descriptions)

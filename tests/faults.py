@@ -1,4 +1,5 @@
 """Helpers for the fault-tolerance tests: training in a child process that can be killed."""
+
 from __future__ import annotations
 
 import csv
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SLOW_TRAIN = """
 import runpy, sys, time
 from pathlib import Path
-from clipcls.module import ClipClassifierModule
+from clipcls.training.module import ClipClassifierModule
 
 progress, delay = Path(sys.argv[1]), float(sys.argv[2])
 original = ClipClassifierModule.training_step
@@ -48,8 +49,9 @@ def start_slow_training(cfg: dict, progress: Path, log: Path, delay: float = 0.3
     does, so a test can signal it together with its DataLoader workers."""
     command = [sys.executable, "-c", SLOW_TRAIN, str(progress), str(delay), *cfg_argv(cfg)]
     with log.open("wb") as out:
-        return subprocess.Popen(command, cwd=ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            command, cwd=ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def run_train_py(cfg: dict, *extra: str, timeout: float = 180) -> subprocess.CompletedProcess:

@@ -1,6 +1,7 @@
 """Issue 4, items 3 and 13: a save that fails half-way (I/O error, disk full) leaves the previous
 checkpoints whole and loadable, nothing partial at a final path, no temporary files behind; an
 unusable output directory is a clear error before training starts."""
+
 from __future__ import annotations
 
 import errno
@@ -9,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-import clipcls.checkpoint
+import clipcls.io
 from cfg import CFG
-from clipcls.checkpoint import atomic_write_bytes, load_checkpoint_file
-from clipcls.train import main
+from clipcls.commands.train import main
+from clipcls.inference.checkpoint import load_checkpoint_file
+from clipcls.io import atomic_write_bytes
 from tests.conftest import cfg_argv
 
 
@@ -34,7 +36,7 @@ class HalfWriter:
     def __getattr__(self, name: str):
         return getattr(self.handle, name)
 
-    def __enter__(self) -> "HalfWriter":
+    def __enter__(self) -> HalfWriter:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -42,7 +44,7 @@ class HalfWriter:
 
 
 class FailingOs:
-    """`os` as clipcls.checkpoint sees it, except that files it opens fail half-way."""
+    """`os` as clipcls.io sees it, except that files it opens fail half-way."""
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
@@ -62,7 +64,7 @@ def files(directory: Path) -> dict[str, bytes]:
 def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
     target = tmp_path / "last.ckpt"
     atomic_write_bytes(b"old" * 1000, target)
-    monkeypatch.setattr(clipcls.checkpoint, "os", FailingOs(OSError(errno.EIO, "Input/output error")))
+    monkeypatch.setattr(clipcls.io, "os", FailingOs(OSError(errno.EIO, "Input/output error")))
     with pytest.raises(OSError, match="Input/output error"):
         atomic_write_bytes(b"new" * 1000, target)
     assert files(tmp_path) == {"last.ckpt": b"old" * 1000}
@@ -78,7 +80,7 @@ def interrupted_training(cfg: dict, monkeypatch, error: OSError, capsys) -> tupl
     ckpt_dir = Path(cfg["output_dir"]) / cfg["run_name"] / "checkpoints"
     before = files(ckpt_dir)
     capsys.readouterr()
-    monkeypatch.setattr(clipcls.checkpoint, "os", FailingOs(error))
+    monkeypatch.setattr(clipcls.io, "os", FailingOs(error))
     assert run({**cfg, "epochs": 2}, "--resume", "last") == 2
     monkeypatch.undo()
     return before, files(ckpt_dir), capsys.readouterr().err
@@ -133,12 +135,12 @@ def test_unwritable_output_dir_is_an_error_before_training(base_cfg, tmp_path, c
 
 
 def test_read_only_output_dir_is_an_error_before_training(base_cfg, monkeypatch, capsys):
-    import clipcls.train
+    import clipcls.training.run
 
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    monkeypatch.setattr(clipcls.train.tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(clipcls.training.run.tempfile, "TemporaryFile", read_only)
     assert run(base_cfg) == 2
     run_dir = Path(base_cfg["output_dir"]) / "test"
     assert f"error: cannot write to run directory {run_dir}: Read-only file system" in capsys.readouterr().err
@@ -148,10 +150,10 @@ def test_read_only_output_dir_is_an_error_before_training(base_cfg, monkeypatch,
 def test_too_little_free_space_is_an_error_before_training(base_cfg, monkeypatch, capsys):
     import shutil
 
-    import clipcls.train
+    import clipcls.training.run
 
     usage = shutil.disk_usage(Path(base_cfg["output_dir"]).parent)
-    monkeypatch.setattr(clipcls.train.shutil, "disk_usage", lambda path: usage._replace(free=1 << 20))
+    monkeypatch.setattr(clipcls.training.run.shutil, "disk_usage", lambda path: usage._replace(free=1 << 20))
     assert run(base_cfg) == 2
     run_dir = Path(base_cfg["output_dir"]) / "test"
     err = capsys.readouterr().err

@@ -1,11 +1,13 @@
 """Class discovery, splits, samplers and the data errors that name their culprits."""
+
 import numpy as np
 import pytest
 import torch
 
-from clipcls.data.dataset import ImageDataset, PerClassSampler, build_sampler, collate_skipping_bad
-from clipcls.data.datamodule import prepare_data
+from clipcls.data.dataset import ImageDataset, collate_samples
 from clipcls.data.index import DatasetError, index_folder, list_classes, stratified_split
+from clipcls.data.samplers import PerClassSampler, build_sampler
+from clipcls.data.splits import load_splits as prepare_data
 from clipcls.data.transforms import build_transform
 from tests.conftest import make_folder
 
@@ -70,7 +72,7 @@ def test_per_class_sampler_gives_one_image_of_every_class_per_group():
     order = list(sampler)
     assert len(order) == len(sampler) == 9
     for group in range(3):
-        assert sorted(labels[order[group * 3:(group + 1) * 3]].tolist()) == [0, 1, 2]
+        assert sorted(labels[order[group * 3 : (group + 1) * 3]].tolist()) == [0, 1, 2]
     assert list(sampler) != order  # a new epoch draws anew
 
 
@@ -81,18 +83,21 @@ def test_balanced_sampler_evens_out_the_classes():
     assert build_sampler("random", labels, 2, seed=0) is None
 
 
-def test_dataset_skips_unreadable_images_and_collates_the_rest(tmp_path, caplog):
+def test_dataset_skips_unreadable_images_and_collates_the_rest(tmp_path):
     root = make_folder(tmp_path / "train", per_class=2, size=20)
     (root / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
     index = index_folder(root)
-    dataset = ImageDataset(index, build_transform((16, 16), [0.5] * 3, [0.25] * 3))
+    dataset = ImageDataset.from_index(index, build_transform((16, 16), [0.5] * 3, [0.25] * 3))
     samples = [dataset[i] for i in range(len(dataset))]
-    assert sum(s is None for s in samples) == 1
-    assert "broken.jpg" in caplog.text
-    pixels, labels, positions = collate_skipping_bad(samples)
-    assert pixels.shape == (6, 3, 16, 16) and pixels.dtype == torch.float32
-    assert labels.tolist() == [int(index.labels[i]) for i in positions]
-    assert collate_skipping_bad([None, None]) is None
+    broken = [s for s in samples if s.failure is not None]
+    assert len(broken) == 1 and index.paths[broken[0].position].endswith("broken.jpg")
+    assert broken[0].pixels is None and "cannot identify image file" in broken[0].failure
+    batch = collate_samples(samples)
+    assert batch.pixels.shape == (6, 3, 16, 16) and batch.pixels.dtype == torch.float32
+    assert batch.labels.tolist() == [int(index.labels[i]) for i in batch.positions]
+    assert batch.failures == [(broken[0].position, broken[0].failure)]
+    empty = collate_samples([broken[0], broken[0]])
+    assert empty.pixels is None and empty.labels is None and len(empty.failures) == 2
 
 
 def test_transforms_are_chosen_by_name(tmp_path):

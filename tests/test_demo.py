@@ -9,10 +9,10 @@ import pytest
 import yaml
 from PIL import Image
 
+from clipcls.commands.demo_data import main
 from clipcls.data.demo import (
     DEMO_CLASSES,
     MARKER_NAME,
-    main,
     make_demo_dataset,
     scaled_counts,
 )
@@ -67,9 +67,7 @@ def test_images_are_rgb_jpegs_within_the_size_range(demo_root: Path) -> None:
     assert len(sizes) > 1  # sizes vary, so a pipeline cannot assume one
 
 
-def test_same_seed_gives_identical_bytes_and_another_seed_does_not(
-    demo_root: Path, tmp_path: Path
-) -> None:
+def test_same_seed_gives_identical_bytes_and_another_seed_does_not(demo_root: Path, tmp_path: Path) -> None:
     again = make_demo_dataset(tmp_path / "again", seed=0, scale=SCALE)
     assert _jpegs(again) == _jpegs(demo_root)
     other = _jpegs(make_demo_dataset(tmp_path / "other", seed=1, scale=SCALE))

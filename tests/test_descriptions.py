@@ -20,9 +20,7 @@ def _write(tmp_path: Path, text: str, name: str = "descriptions.yaml") -> Path:
 def test_reads_strings_and_lists_in_file_order(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
-        "zeta: '  a photo of zeta  '\n"
-        "alpha:\n  - a photo of alpha\n  - ' alpha again '\n"
-        "mid: >\n  folded\n  text\n",
+        "zeta: '  a photo of zeta  '\nalpha:\n  - a photo of alpha\n  - ' alpha again '\nmid: >\n  folded\n  text\n",
     )
 
     result = read_descriptions(path)
@@ -110,8 +108,13 @@ def test_bad_value_names_class_and_file(tmp_path: Path, value: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("", "empty"), ("# only a comment\n", "empty"), ("- a\n- b\n", "got list"),
-     ("just text\n", "got str"), ("a: [unclosed\n", "cannot read")],
+    [
+        ("", "empty"),
+        ("# only a comment\n", "empty"),
+        ("- a\n- b\n", "got list"),
+        ("just text\n", "got str"),
+        ("a: [unclosed\n", "cannot read"),
+    ],
 )
 def test_bad_file_names_file(tmp_path: Path, text: str, expected: str) -> None:
     path = _write(tmp_path, text)

@@ -1,4 +1,5 @@
 """`clipcls evaluate` and `clipcls zeroshot` on a tiny model trained once for the module."""
+
 from __future__ import annotations
 
 import csv
@@ -14,8 +15,8 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from cfg import CFG
-from clipcls.evaluate import main as evaluate_main
-from clipcls.zeroshot import main as zeroshot_main
+from clipcls.commands.evaluate import main as evaluate_main
+from clipcls.commands.zeroshot import main as zeroshot_main
 from tests.conftest import cfg_argv, make_folder
 
 MODEL_ORDER = ["green", "red", "곰팡이"]  # sorted folder names: the order training saves
@@ -24,18 +25,33 @@ MODEL_ORDER = ["green", "red", "곰팡이"]  # sorted folder names: the order tr
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """One trained run (tiny CLIP, 32 px, one epoch) shared by every test of the module."""
-    from clipcls.train import main as train_main
+    from clipcls.commands.train import main as train_main
 
     tmp = tmp_path_factory.mktemp("evalrun")
     root = make_folder(tmp / "train")
     yaml_file = tmp / "descriptions.yaml"
-    yaml_file.write_text('"red": a red square\n"green": [a green square, green noise]\n"곰팡이": 파란색 사각형\n',
-                         encoding="utf-8")
+    yaml_file.write_text(
+        '"red": a red square\n"green": [a green square, green noise]\n"곰팡이": 파란색 사각형\n', encoding="utf-8"
+    )
     cfg = dataclasses.asdict(CFG())
-    cfg.update(train_dataset_dir=str(root), class_description_yaml_file=str(yaml_file), model_name="tiny",
-               img_transform_size_W=32, img_transform_size_H=32, batch_size=8, epochs=1, num_workers=0,
-               output_dir=str(tmp / "runs"), run_name="test", lr=1e-3, augment="none", accelerator="cpu",
-               devices=1, log_every_n_steps=1, checkpoint_every_n_steps=None)
+    cfg.update(
+        train_dataset_dir=str(root),
+        class_description_yaml_file=str(yaml_file),
+        model_name="tiny",
+        img_transform_size_W=32,
+        img_transform_size_H=32,
+        batch_size=8,
+        epochs=1,
+        num_workers=0,
+        output_dir=str(tmp / "runs"),
+        run_name="test",
+        lr=1e-3,
+        augment="none",
+        accelerator="cpu",
+        devices=1,
+        log_every_n_steps=1,
+        checkpoint_every_n_steps=None,
+    )
     cfg["optim_betas"] = list(cfg["optim_betas"])
     assert train_main(cfg_argv(cfg), CFG) == 0
     return tmp / "runs" / "test"
@@ -65,7 +81,7 @@ def independent_logits(run_dir: Path, folder: Path) -> tuple[np.ndarray, np.ndar
     """Head and text logits and labels computed without the evaluate code path: images loaded
     one by one in model class order, one forward pass."""
     from clipcls.data.transforms import build_transform
-    from clipcls.trained import load_trained
+    from clipcls.inference.trained_model import load_trained
 
     model = load_trained(run_dir)
     transform = build_transform(model.image_size, model.image_mean, model.image_std, "none")
@@ -106,11 +122,17 @@ def test_metrics_equal_sklearn_on_the_same_predictions(run_dir, noisy_folder, no
     for scorer, pred in preds.items():
         got = metrics["scorers"][scorer]
         assert got["accuracy"] == pytest.approx(accuracy_score(targets, pred), abs=1e-12)
-        assert got["macro_f1"] == pytest.approx(f1_score(targets, pred, labels=labels, average="macro", zero_division=0), abs=1e-12)
-        assert got["weighted_f1"] == pytest.approx(f1_score(targets, pred, labels=labels, average="weighted", zero_division=0), abs=1e-12)
+        assert got["macro_f1"] == pytest.approx(
+            f1_score(targets, pred, labels=labels, average="macro", zero_division=0), abs=1e-12
+        )
+        assert got["weighted_f1"] == pytest.approx(
+            f1_score(targets, pred, labels=labels, average="weighted", zero_division=0), abs=1e-12
+        )
         p, r, f, s = precision_recall_fscore_support(targets, pred, labels=labels, zero_division=0)
         for k, name in enumerate(MODEL_ORDER):
-            assert got["per_class"][name] == pytest.approx({"precision": p[k], "recall": r[k], "f1": f[k], "support": s[k]})
+            assert got["per_class"][name] == pytest.approx(
+                {"precision": p[k], "recall": r[k], "f1": f[k], "support": s[k]}
+            )
         matrix = confusion_matrix(targets, pred, labels=labels)
         assert got["confusion_matrix"] == matrix.tolist()
         with open(out / f"confusion_matrix_{scorer}.csv", encoding="utf-8", newline="") as stream:
@@ -210,8 +232,21 @@ def test_zeroshot_from_flags_adds_description_only_classes(noisy_folder, tmp_pat
     yaml_file = tmp_path / "d.yaml"
     yaml_file.write_text('green: green\nred: red\n"곰팡이": mould\nblue: a blue square\n', encoding="utf-8")
     out = tmp_path / "zs"
-    argv = ["--model", "tiny", "--data", str(noisy_folder), "--descriptions", str(yaml_file),
-            "--size", "32", "32", "--out", str(out), "--workers", "0"]
+    argv = [
+        "--model",
+        "tiny",
+        "--data",
+        str(noisy_folder),
+        "--descriptions",
+        str(yaml_file),
+        "--size",
+        "32",
+        "32",
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+    ]
     assert zeroshot_main(argv) == 0
     metrics = load_json(out / "metrics.json")
     assert metrics["class_names"] == MODEL_ORDER + ["blue"]  # folder classes first, then extra candidates
@@ -228,9 +263,6 @@ def test_zeroshot_folder_without_description_is_an_error(noisy_folder, tmp_path,
 
 
 def test_wise_alpha_sweep_tabulates_each_alpha(run_dir, tmp_path):
-    export = pytest.importorskip("clipcls.export")
-    if not hasattr(export, "wise_interpolate"):
-        pytest.skip("clipcls.export.wise_interpolate is not there yet")
     out = tmp_path / "eval"
     assert evaluate_main([str(run_dir), "--out", str(out), "--workers", "0", "--wise-alpha", "0", "1"]) == 0
     metrics = load_json(out / "metrics.json")

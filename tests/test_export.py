@@ -1,4 +1,5 @@
 """`clipcls export`, `clipcls.load` and WiSE-FT on a tiny model trained once for this module."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,9 +12,11 @@ import torch
 
 import clipcls
 from cfg import CFG
-from clipcls import export
-from clipcls.checkpoint import CheckpointError
-from clipcls.trained import load_trained
+from clipcls.commands import export
+from clipcls.inference.checkpoint import CheckpointError
+from clipcls.inference.predictor import load_predictor
+from clipcls.inference.trained_model import load_trained
+from clipcls.model.wise import initial_classifier
 from tests.conftest import CLASSES, cfg_argv, make_dataset, tiny_cfg
 
 TOL = 1e-5
@@ -22,10 +25,10 @@ TOL = 1e-5
 def train_tiny_run(root: Path) -> Path:
     """Train the tiny CLIP for one epoch at 32 px on conftest's colour folders (a few seconds
     on CPU); returns the run directory."""
-    import clipcls.train
+    from clipcls.commands.train import main
 
     cfg = tiny_cfg(*make_dataset(root), root / "runs")
-    assert clipcls.train.main(cfg_argv(cfg), CFG) == 0
+    assert main(cfg_argv(cfg), CFG) == 0
     return root / "runs" / "test"
 
 
@@ -55,8 +58,15 @@ def images(run_dir: Path) -> list[str]:
 
 def test_export_directory_contents(exported: Path):
     names = {p.name for p in exported.iterdir()}
-    assert {"config.json", "model.safetensors", "head.safetensors", "clipcls.json",
-            "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "head.safetensors",
+        "clipcls.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "preprocessor_config.json",
+    } <= names
     assert not [n for n in names if n.endswith(".bin")]  # safetensors only
     meta = json.loads((exported / "clipcls.json").read_text(encoding="utf-8"))
     assert meta["format_version"] == 1
@@ -89,7 +99,7 @@ def test_plain_transformers_loads_the_fine_tuned_weights(tuned, exported: Path, 
 
 
 def test_export_predicts_like_the_checkpoint(run_dir: Path, exported: Path, images: list[str]):
-    from_ckpt = export.load_predictor(run_dir).predict(images, batch_size=4)
+    from_ckpt = load_predictor(run_dir).predict(images, batch_size=4)
     predictor = clipcls.load(exported)
     from_export = predictor.predict(images, batch_size=4)
     assert from_export.class_names == from_ckpt.class_names == ["green", "red", "곰팡이"]
@@ -102,7 +112,7 @@ def test_export_predicts_like_the_checkpoint(run_dir: Path, exported: Path, imag
 
 
 def base_zero_shot(model):
-    """A zero-shot classifier built independently of clipcls.export: base CLIP, zero-shot head."""
+    """A zero-shot classifier built independently of WiSE-FT: base CLIP, zero-shot head."""
     from clipcls.model.classifier import ClipClassifier
     from clipcls.model.loading import load_clip
 
@@ -112,14 +122,14 @@ def base_zero_shot(model):
 
 
 def test_wise_alpha_0_is_the_base_model_and_1_the_fine_tune(run_dir: Path, tuned, tmp_path: Path, images):
-    from clipcls.predictor import Predictor
+    from clipcls.inference.predictor import Predictor
 
     for alpha in ("0", "1"):
         assert export.main([str(run_dir), "--out", str(tmp_path / alpha), "--wise-alpha", alpha]) == 0
     zero, one = (clipcls.load(tmp_path / a).predict(images) for a in ("0", "1"))
     base = Predictor(base_zero_shot(tuned)).predict(images)
     fine = Predictor(tuned).predict(images)
-    half = Predictor(export.wise_interpolate(tuned, 0.5)).predict(images)
+    half = Predictor(tuned.interpolated(0.5)).predict(images)
     for got, want in ((zero, base), (one, fine)):
         np.testing.assert_allclose(got.head_logits, want.head_logits, atol=TOL, rtol=0)
         np.testing.assert_allclose(got.text_logits, want.text_logits, atol=TOL, rtol=0)
@@ -133,14 +143,14 @@ def test_wise_alpha_0_is_the_base_model_and_1_the_fine_tune(run_dir: Path, tuned
 def test_wise_interpolate_returns_a_new_model(tuned):
     model = tuned
     before = {k: v.clone() for k, v in model.classifier.state_dict().items()}
-    mixed = export.wise_interpolate(model, 0.25)
+    mixed = model.interpolated(0.25)
     assert mixed.classifier is not model.classifier and mixed.wise_alpha == 0.25 and model.wise_alpha is None
     assert all(torch.equal(before[k], v) for k, v in model.classifier.state_dict().items())
-    start = export.initial_classifier(model).state_dict()
+    start = initial_classifier(model.config, model.class_names, model.descriptions).state_dict()
     key = "clip.visual_projection.weight"
     expected = 0.75 * start[key] + 0.25 * before[key]
     assert torch.allclose(mixed.classifier.state_dict()[key], expected, atol=1e-6)
-    assert export.wise_interpolate(mixed, 0.5).wise_alpha == 0.125  # composes: 0.5 * 0.25
+    assert mixed.interpolated(0.5).wise_alpha == 0.125  # composes: 0.5 * 0.25
 
 
 def test_wise_alpha_out_of_range_is_refused(run_dir: Path, tmp_path: Path, capsys):

@@ -1,4 +1,5 @@
 """The training objective on small cases computed by hand."""
+
 import math
 
 import pytest

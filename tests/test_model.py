@@ -1,4 +1,5 @@
 """The tiny offline CLIP, loading, zero-shot head initialisation and the text cache."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,7 +9,11 @@ from clipcls.model.loading import load_clip
 from clipcls.model.tiny import tiny_clip_path
 
 CLASSES = ["곰팡이", "stain", "clean"]
-DESCRIPTIONS = {"곰팡이": ["black mould spots", "곰팡이 얼룩"], "stain": ["a brown stain"], "clean": ["plain wallpaper"]}
+DESCRIPTIONS = {
+    "곰팡이": ["black mould spots", "곰팡이 얼룩"],
+    "stain": ["a brown stain"],
+    "clean": ["plain wallpaper"],
+}
 
 
 @pytest.fixture
@@ -70,7 +75,9 @@ def test_trainable_text_encodes_one_description_per_class(parts):
     seen = []
     handle = model.clip.text_model.register_forward_hook(lambda m, args, kw_out: None)
     handle.remove()
-    hook = model.clip.text_model.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    hook = model.clip.text_model.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
     model(torch.randn(2, 3, 64, 64))["text_logits"].sum().backward()
     hook.remove()
     assert seen == [len(CLASSES)]

@@ -1,4 +1,5 @@
 """`clipcls predict` and the Predictor API on a tiny model trained once for this module."""
+
 from __future__ import annotations
 
 import csv
@@ -8,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipcls import predict
+from clipcls.commands import predict
 from clipcls.data.images import ImageLoadError, load_image
-from clipcls.export import load_predictor
+from clipcls.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL
+from clipcls.inference.predictor import Predictor, load_predictor
 from tests.test_export import train_tiny_run
 
 
@@ -51,13 +53,24 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def test_folder_with_bad_files(run_dir: Path, messy: Path, tmp_path: Path, capsys):
     out = tmp_path / "preds.csv"
     status = predict.main([str(run_dir), str(messy), "--out", str(out), "--top-k", "2", "--workers", "2"])
-    assert status == predict.EXIT_UNREADABLE == 1
+    assert status == EXIT_PARTIAL == 1
     rows = read_csv(out)
-    readable = [messy / "a.jpg", messy / "nested" / "b.jpg", messy / "nested" / "d.png",
-                messy / "nested" / "deeper" / "c.JPG"]
+    readable = [
+        messy / "a.jpg",
+        messy / "nested" / "b.jpg",
+        messy / "nested" / "d.png",
+        messy / "nested" / "deeper" / "c.JPG",
+    ]
     assert [r["path"] for r in rows] == [str(p) for p in readable]  # sorted walk, hidden entries skipped
-    assert list(rows[0]) == ["path", "prediction", "probability", "top1", "top1_probability", "top2",
-                             "top2_probability"]
+    assert list(rows[0]) == [
+        "path",
+        "prediction",
+        "probability",
+        "top1",
+        "top1_probability",
+        "top2",
+        "top2_probability",
+    ]
     errors = {r["path"]: r["error"] for r in read_csv(out.with_name("preds.csv.errors.csv"))}
     assert set(errors) == {str(messy / "corrupt.jpg"), str(messy / "notes.txt"), str(messy / "fake.png")}
     assert errors[str(messy / "notes.txt")].startswith("not an image file (extension '.txt')")
@@ -74,8 +87,25 @@ def test_folder_with_bad_files(run_dir: Path, messy: Path, tmp_path: Path, capsy
 
 def test_top_k_is_sorted_and_sums_to_at_most_one(run_dir: Path, train_images: Path, tmp_path: Path):
     out = tmp_path / "p.csv"
-    assert predict.main([str(run_dir), str(train_images / "red"), "--out", str(out), "--top-k", "3",
-                         "--scorer", "ensemble", "--workers", "0", "--batch-size", "3"]) == predict.EXIT_OK
+    assert (
+        predict.main(
+            [
+                str(run_dir),
+                str(train_images / "red"),
+                "--out",
+                str(out),
+                "--top-k",
+                "3",
+                "--scorer",
+                "ensemble",
+                "--workers",
+                "0",
+                "--batch-size",
+                "3",
+            ]
+        )
+        == EXIT_OK
+    )
     rows = read_csv(out)
     assert len(rows) == 8
     for row in rows:
@@ -100,24 +130,38 @@ def test_submission_format(run_dir: Path, train_images: Path, tmp_path: Path):
     assert not stale.exists()  # no errors this time: the old errors file does not linger
 
 
-def test_extra_classes_are_scored_through_the_descriptions(run_dir: Path, train_images: Path, tmp_path: Path,
-                                                           capsys):
+def test_extra_classes_are_scored_through_the_descriptions(run_dir: Path, train_images: Path, tmp_path: Path, capsys):
     extra = tmp_path / "extra.yaml"
     # "scarlet" has red's description, so it must score exactly like red; "violet" is new
-    extra.write_text('scarlet: a red square\nviolet: [a violet square, purple noise]\n', encoding="utf-8")
+    extra.write_text("scarlet: a red square\nviolet: [a violet square, purple noise]\n", encoding="utf-8")
     out = tmp_path / "open.csv"
     image = train_images / "red" / "0.jpg"
-    assert predict.main([str(run_dir), str(image), "--out", str(out), "--extra-classes", str(extra),
-                         "--top-k", "5", "--workers", "0"]) == 0
+    assert (
+        predict.main(
+            [
+                str(run_dir),
+                str(image),
+                "--out",
+                str(out),
+                "--extra-classes",
+                str(extra),
+                "--top-k",
+                "5",
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert "scores every class by description similarity (--scorer text)" in capsys.readouterr().err
     row = read_csv(out)[0]
     tops = {row[f"top{i}"]: float(row[f"top{i}_probability"]) for i in range(1, 6)}
     assert set(tops) == {"green", "red", "곰팡이", "scarlet", "violet"}
     assert tops["scarlet"] == pytest.approx(tops["red"], abs=1e-5)  # a predictable class, like red
     from clipcls.data.descriptions import read_descriptions
-    from clipcls.trained import load_trained
+    from clipcls.inference.trained_model import load_trained
 
-    predictor = predict.Predictor(load_trained(run_dir), extra_descriptions=read_descriptions(extra))
+    predictor = Predictor(load_trained(run_dir), extra_descriptions=read_descriptions(extra))
     result = predictor.predict([str(image)])
     assert result.scorer == "text" and result.class_names == ["green", "red", "곰팡이", "scarlet", "violet"]
     assert result.text_logits.shape == (1, 5) and result.head_logits.shape == (1, 3)
@@ -128,24 +172,30 @@ def test_extra_class_clashing_with_a_trained_class(run_dir: Path, train_images: 
     extra = tmp_path / "extra.yaml"
     extra.write_text("red: a crimson square\n", encoding="utf-8")
     out = tmp_path / "x.csv"
-    assert predict.main([str(run_dir), str(train_images / "red"), "--out", str(out),
-                         "--extra-classes", str(extra)]) == predict.EXIT_ERROR
+    assert (
+        predict.main([str(run_dir), str(train_images / "red"), "--out", str(out), "--extra-classes", str(extra)])
+        == EXIT_ERROR
+    )
     assert "extra classes already known to the model: ['red']" in capsys.readouterr().err
     assert not out.exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["missing_folder"], "input not found: missing_folder"),
-    (["nothing*.jpg"], "no files match 'nothing*.jpg'"),
-    (["TEXT_ONLY"], "no image files found in"),
-    (["IMAGES", "--top-k", "0"], "--top-k and --batch-size must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["missing_folder"], "input not found: missing_folder"),
+        (["nothing*.jpg"], "no files match 'nothing*.jpg'"),
+        (["TEXT_ONLY"], "no image files found in"),
+        (["IMAGES", "--top-k", "0"], "--top-k must be >= 1, got 0"),
+        (["IMAGES", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    ],
+)
 def test_usage_errors_exit_2(run_dir: Path, tmp_path: Path, train_images: Path, capsys, args, message):
     (tmp_path / "text_only").mkdir()
     (tmp_path / "text_only" / "readme.txt").write_text("hi")
     args = [{"TEXT_ONLY": str(tmp_path / "text_only"), "IMAGES": str(train_images)}.get(a, a) for a in args]
     out = tmp_path / "out.csv"
-    assert predict.main([str(run_dir), *args, "--out", str(out)]) == predict.EXIT_ERROR
+    assert predict.main([str(run_dir), *args, "--out", str(out)]) == EXIT_ERROR
     assert message in capsys.readouterr().err
     assert not out.exists()
 
@@ -170,8 +220,8 @@ def test_interrupted_run_leaves_no_csv(run_dir: Path, train_images: Path, tmp_pa
             raise RuntimeError("killed")
         return original(self, pixels)
 
-    original = predict.Predictor.logits
-    monkeypatch.setattr(predict.Predictor, "logits", fail_on_second_batch)
+    original = Predictor.logits
+    monkeypatch.setattr(Predictor, "logits", fail_on_second_batch)
     out = tmp_path / "p.csv"
     with pytest.raises(RuntimeError, match="killed"):
         predict.main([str(run_dir), str(train_images), "--out", str(out), "--batch-size", "4", "--workers", "0"])

@@ -1,4 +1,5 @@
 """report.html: self-contained, escaped, capped thumbnail grid, curves; rendered by Chromium if present."""
+
 from __future__ import annotations
 
 import re
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipcls.metrics import classification_metrics, plot_confusion
-from clipcls.report import MAX_MISCLASSIFIED, read_curves, write_report
+from clipcls.evaluation.metrics import classification_metrics
+from clipcls.evaluation.plots import plot_confusion
+from clipcls.evaluation.report import MAX_MISCLASSIFIED, read_curves, write_report
 
 NAMES = ["<b>&ok", "곰팡이", "red"]
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "screenshot_report.sh"
@@ -27,15 +29,24 @@ def inputs(tmp_path: Path) -> dict:
     image = tmp_path / "img.jpg"
     Image.new("RGB", (300, 200), (200, 30, 30)).save(image)
     curves = tmp_path / "metrics.csv"
-    curves.write_text("epoch,step,train/loss,val/loss,val/macro_f1,lr-AdamW\n"
-                      "0,0,1.5,,,0.001\n0,1,1.2,,,0.0009\n0,1,,1.1,0.4,\n1,3,0.8,,,0.0005\n1,3,,0.9,0.7,\n",
-                      encoding="utf-8")
+    curves.write_text(
+        "epoch,step,train/loss,val/loss,val/macro_f1,lr-AdamW\n"
+        "0,0,1.5,,,0.001\n0,1,1.2,,,0.0009\n0,1,,1.1,0.4,\n1,3,0.8,,,0.0005\n1,3,,0.9,0.7,\n",
+        encoding="utf-8",
+    )
     return {"metrics": {"head": metrics, "text": metrics}, "png": png, "image": image, "curves": curves}
 
 
 def write(tmp_path: Path, inputs: dict, misclassified: list, curves=None) -> str:
-    path = write_report(tmp_path / "out", "Report <title>", inputs["metrics"], NAMES,
-                        {"head": inputs["png"], "text": inputs["png"]}, misclassified, curves)
+    path = write_report(
+        tmp_path / "out",
+        "Report <title>",
+        inputs["metrics"],
+        NAMES,
+        {"head": inputs["png"], "text": inputs["png"]},
+        misclassified,
+        curves,
+    )
     assert path == tmp_path / "out" / "report.html"
     return path.read_text(encoding="utf-8")
 
@@ -80,8 +91,9 @@ def test_report_renders_in_headless_chromium(tmp_path, inputs):
     page = tmp_path / "out" / "report.html"
     write(tmp_path, inputs, [(inputs["image"], "red", "곰팡이", 0.8)], curves=inputs["curves"])
     shot = tmp_path / "shot.png"
-    result = subprocess.run(["bash", str(SCRIPT), str(page), str(shot), "1000,1400"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", str(SCRIPT), str(page), str(shot), "1000,1400"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     with Image.open(shot) as image:
         assert image.size == (1000, 1400)

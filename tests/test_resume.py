@@ -1,5 +1,6 @@
 """Issue 4, items 1, 2, 4, 5: a killed or terminated run resumes where it was, exactly, and a
 broken checkpoint is an error naming it, never a silent fresh start."""
+
 from __future__ import annotations
 
 import os
@@ -10,9 +11,9 @@ import pytorch_lightning as pl
 import torch
 
 from cfg import CFG
-from clipcls.checkpoint import load_checkpoint_file
-from clipcls.train import main
-from clipcls.trained import load_trained
+from clipcls.commands.train import main
+from clipcls.inference.checkpoint import load_checkpoint_file
+from clipcls.inference.trained_model import load_trained
 from tests.conftest import cfg_argv
 from tests.faults import lr_rows, start_slow_training, steps_started, wait_for
 
@@ -47,8 +48,7 @@ def test_kill_9_mid_epoch_then_resume_last_continues(base_cfg, tmp_path):
     progress, log = tmp_path / "progress.txt", tmp_path / "train.log"
     proc = start_slow_training(cfg, progress, log)
     # kill inside the epoch, while a step after the saved one is running
-    wait_for(lambda: saved_step(last) >= 2 and max(steps_started(progress), default=-1) > saved_step(last),
-             proc, log)
+    wait_for(lambda: saved_step(last) >= 2 and max(steps_started(progress), default=-1) > saved_step(last), proc, log)
     os.killpg(proc.pid, signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
     killed = load_checkpoint_file(last)  # the atomic writer left a whole file
@@ -59,7 +59,7 @@ def test_kill_9_mid_epoch_then_resume_last_continues(base_cfg, tmp_path):
     assert run(cfg, "--resume", "last") == 0  # what `python train.py --resume last` runs
 
     # training went on from the killed step with the scheduler's learning rate, not from step 0
-    resumed = lr_rows(run_dir_of(cfg))[len(before):]
+    resumed = lr_rows(run_dir_of(cfg))[len(before) :]
     steps = [step for step, _ in resumed]
     assert steps[0] == killed["global_step"] and steps == sorted(steps) and steps[-1] == 9
     assert resumed[0][1] == killed_lr
@@ -87,20 +87,22 @@ class StopAfterFirstEpoch(pl.Callback):
 
 
 def test_one_epoch_plus_resume_equals_two_epochs_straight(base_cfg, monkeypatch):
-    import clipcls.trainer
+    import clipcls.training.trainer
 
     cfg = {**base_cfg, "epochs": 2}
     assert run({**cfg, "run_name": "straight"}) == 0
-    build = clipcls.trainer.build_callbacks
+    build = clipcls.training.trainer.build_callbacks
     with monkeypatch.context() as patch:
-        patch.setattr(clipcls.trainer, "build_callbacks", lambda c, d: [*build(c, d), StopAfterFirstEpoch()])
+        patch.setattr(clipcls.training.trainer, "build_callbacks", lambda c, d: [*build(c, d), StopAfterFirstEpoch()])
         assert run({**cfg, "run_name": "split"}) == 0
     half = load_checkpoint_file(run_dir_of({**cfg, "run_name": "split"}) / "checkpoints" / "last.ckpt")
     assert half["global_step"] == 3 and epochs_processed(half) == 1
     assert run({**cfg, "run_name": "split"}, "--resume", "last") == 0
 
-    straight, split = (load_checkpoint_file(run_dir_of({**cfg, "run_name": name}) / "checkpoints" / "last.ckpt")
-                       for name in ("straight", "split"))
+    straight, split = (
+        load_checkpoint_file(run_dir_of({**cfg, "run_name": name}) / "checkpoints" / "last.ckpt")
+        for name in ("straight", "split")
+    )
     assert split["global_step"] == straight["global_step"] == 6
     assert epochs_processed(split) == epochs_processed(straight) == 2
     assert split["state_dict"].keys() == straight["state_dict"].keys()

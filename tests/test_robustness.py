@@ -1,6 +1,7 @@
 """Issue 4, items 7, 9, 11 and 12: broken image files do not stop training (and are named),
 every pixel mode reaches the model as RGB, a non-finite loss leaves the weights alone, and a
 trained model keeps its class indices on any folder layout."""
+
 from __future__ import annotations
 
 import csv
@@ -15,8 +16,8 @@ import torch
 from PIL import Image
 
 from cfg import CFG
-from clipcls.checkpoint import load_checkpoint_file
-from clipcls.train import main
+from clipcls.commands.train import main
+from clipcls.inference.checkpoint import load_checkpoint_file
 from tests.conftest import cfg_argv, make_folder
 from tests.faults import run_train_py
 
@@ -27,7 +28,7 @@ def run(cfg: dict, *extra: str) -> int:
 
 # --- item 7 ------------------------------------------------------------------------------------
 def test_broken_files_with_two_workers_are_skipped_and_named(base_cfg):
-    from clipcls.data.datamodule import prepare_data
+    from clipcls.data.splits import load_splits as prepare_data
 
     root = Path(base_cfg["train_dataset_dir"])
     jpeg = io.BytesIO()
@@ -82,16 +83,17 @@ def mode_zoo(folder: Path) -> dict[str, Path]:
 
 
 def test_every_pixel_mode_reaches_the_model_as_three_channels(tmp_path):
-    from clipcls.data.datamodule import make_loader
     from clipcls.data.dataset import ImageDataset
     from clipcls.data.index import index_folder
+    from clipcls.data.loaders import make_loader
     from clipcls.data.transforms import build_transform
 
     paths = mode_zoo(tmp_path / "data" / "modes")
     index = index_folder(tmp_path / "data")
     size = (32, 32)
-    dataset = ImageDataset(index, build_transform(size, [0.5] * 3, [0.5] * 3, "none"), draft_size=size)
-    (pixels, labels, positions), = list(make_loader(dataset, batch_size=len(paths), workers=0))
+    dataset = ImageDataset.from_index(index, build_transform(size, [0.5] * 3, [0.5] * 3, "none"), draft_size=size)
+    ((pixels, labels, positions, failures),) = list(make_loader(dataset, batch_size=len(paths), workers=0))
+    assert failures == []
     assert pixels.shape == (len(paths), 3, 32, 32) and pixels.dtype == torch.float32
     by_name = {Path(index.paths[int(p)]).stem.replace("_", ";"): pixels[i] for i, p in enumerate(positions)}
     assert set(by_name) == set(paths)
@@ -125,7 +127,7 @@ class WeightWatcher(pl.Callback):
 
 def poison_steps(monkeypatch, steps: set[int] | None) -> None:
     """Make the training loss NaN at these global steps (all of them for None)."""
-    from clipcls.module import ClipClassifierModule
+    from clipcls.training.module import ClipClassifierModule
 
     shared_step = ClipClassifierModule.shared_step
 
@@ -139,11 +141,11 @@ def poison_steps(monkeypatch, steps: set[int] | None) -> None:
 
 
 def test_non_finite_loss_skips_the_step_and_keeps_weights(base_cfg, monkeypatch):
-    import clipcls.trainer
+    import clipcls.training.trainer
 
     watcher = WeightWatcher()
-    build = clipcls.trainer.build_callbacks
-    monkeypatch.setattr(clipcls.trainer, "build_callbacks", lambda c, d: [*build(c, d), watcher])
+    build = clipcls.training.trainer.build_callbacks
+    monkeypatch.setattr(clipcls.training.trainer, "build_callbacks", lambda c, d: [*build(c, d), watcher])
     poison_steps(monkeypatch, {1})
     with pytest.warns(UserWarning, match=r"non-finite loss at step 1 \(batch 1\): step skipped, weights unchanged"):
         assert run(base_cfg) == 0
@@ -154,12 +156,12 @@ def test_non_finite_loss_skips_the_step_and_keeps_weights(base_cfg, monkeypatch)
 
 
 def test_loss_non_finite_for_many_steps_stops_with_an_error_and_keeps_the_checkpoint(base_cfg, monkeypatch, capsys):
-    import clipcls.module
+    import clipcls.training.module
 
     assert run(base_cfg) == 0
     last = Path(base_cfg["output_dir"]) / "test" / "checkpoints" / "last.ckpt"
     before = last.read_bytes()
-    monkeypatch.setattr(clipcls.module, "MAX_SKIPPED_STEPS_IN_A_ROW", 2)
+    monkeypatch.setattr(clipcls.training.module, "MAX_SKIPPED_STEPS_IN_A_ROW", 2)
     poison_steps(monkeypatch, None)
     capsys.readouterr()
     with pytest.warns(UserWarning, match="non-finite loss"):
@@ -173,23 +175,27 @@ def test_loss_non_finite_for_many_steps_stops_with_an_error_and_keeps_the_checkp
 # --- item 12 -----------------------------------------------------------------------------------
 def predictions_by_file(model, folder: Path, class_names: list[str]) -> dict[str, tuple[str, str]]:
     """file name -> (labelled class, predicted class), through index_folder and run_inference."""
-    from clipcls.evaluate import make_eval_loader
     from clipcls.data.index import index_folder
-    from clipcls.inference import run_inference
+    from clipcls.evaluation.evaluation import eval_loader
+    from clipcls.inference.scoring import run_inference
 
     index = index_folder(folder, class_names=class_names)
-    loader = make_eval_loader(index, model.image_size, model.image_mean, model.image_std, 64, 0)
+    loader = eval_loader(index, model.image_size, model.image_mean, model.image_std, 64, 0, "cpu")
     out = run_inference(model.classifier, loader)
-    return {f"{Path(index.paths[int(p)]).parent.name}/{Path(index.paths[int(p)]).name}":
-            (model.class_names[int(t)], model.class_names[int(k)])
-            for p, t, k in zip(out["positions"], out["targets"], out["head_logits"].argmax(1))}
+    return {
+        f"{Path(index.paths[int(p)]).parent.name}/{Path(index.paths[int(p)]).name}": (
+            model.class_names[int(t)],
+            model.class_names[int(k)],
+        )
+        for p, t, k in zip(out["positions"], out["targets"], out["head_logits"].argmax(1))
+    }
 
 
 def test_class_indices_follow_the_model_not_the_folder(base_cfg, tmp_path, capsys):
+    from clipcls.commands.evaluate import main as evaluate
+    from clipcls.commands.predict import main as predict
     from clipcls.data.index import DatasetError, index_folder
-    from clipcls.evaluate import main as evaluate
-    from clipcls.predict import main as predict
-    from clipcls.trained import load_trained
+    from clipcls.inference.trained_model import load_trained
 
     assert run(base_cfg) == 0
     run_dir = Path(base_cfg["output_dir"]) / "test"
@@ -210,19 +216,26 @@ def test_class_indices_follow_the_model_not_the_folder(base_cfg, tmp_path, capsy
     assert {guess for _, guess in scored.values()} == {"red", "곰팡이"}  # (trivially separable colours)
 
     # the same through `clipcls evaluate`
-    assert evaluate([str(run_dir), "--data", str(partial), "--out", str(tmp_path / "eval"),
-                     "--workers", "0", "--device", "cpu"]) == 0
+    assert (
+        evaluate(
+            [str(run_dir), "--data", str(partial), "--out", str(tmp_path / "eval"), "--workers", "0", "--device", "cpu"]
+        )
+        == 0
+    )
     evaluation = json.loads((tmp_path / "eval" / "metrics.json").read_text(encoding="utf-8"))
     assert evaluation["class_names"] == ["green", "red", "곰팡이"] and evaluation["missing_classes"] == ["green"]
     with (tmp_path / "eval" / "predictions.csv").open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert {f"{Path(r['path']).parent.name}/{Path(r['path']).name}": (r["true"], r["head"]) for r in rows} == scored
     # and through `clipcls predict`, which reads no labels at all
-    assert predict([str(run_dir), str(partial), "--out", str(tmp_path / "pred.csv"), "--workers", "0",
-                    "--device", "cpu"]) == 0
+    assert (
+        predict([str(run_dir), str(partial), "--out", str(tmp_path / "pred.csv"), "--workers", "0", "--device", "cpu"])
+        == 0
+    )
     with (tmp_path / "pred.csv").open(newline="", encoding="utf-8") as handle:
-        predicted = {f"{Path(r['path']).parent.name}/{Path(r['path']).name}": r["prediction"]
-                     for r in csv.DictReader(handle)}
+        predicted = {
+            f"{Path(r['path']).parent.name}/{Path(r['path']).name}": r["prediction"] for r in csv.DictReader(handle)
+        }
     assert predicted == {name: guess for name, (_, guess) in scored.items()}
 
     # an extra class the model never saw ("blue" sorts first) is refused by name
@@ -231,6 +244,20 @@ def test_class_indices_follow_the_model_not_the_folder(base_cfg, tmp_path, capsy
     with pytest.raises(DatasetError, match=r"class folders the model does not know: \['blue'\]"):
         index_folder(partial, class_names=model.class_names)
     capsys.readouterr()
-    assert evaluate([str(run_dir), "--data", str(partial), "--out", str(tmp_path / "eval2"),
-                     "--workers", "0", "--device", "cpu"]) == 2
+    assert (
+        evaluate(
+            [
+                str(run_dir),
+                "--data",
+                str(partial),
+                "--out",
+                str(tmp_path / "eval2"),
+                "--workers",
+                "0",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert "blue" in capsys.readouterr().err

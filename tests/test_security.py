@@ -1,11 +1,11 @@
 """Issue 4, items 6, 8 and 10: loading runs no foreign code, checkpoints hold only plain data,
 the decompression-bomb limit stays on, and YAML is read safely -- through the real loaders and
 the training pipeline (the unit tests of images.py and descriptions.py cover the rest)."""
+
 from __future__ import annotations
 
 import ast
 import dataclasses
-import logging
 from collections import OrderedDict
 from pathlib import Path
 
@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 
 from cfg import CFG
-from clipcls.checkpoint import CheckpointError, load_checkpoint_file
-from clipcls.train import main
-from clipcls.trained import load_trained
+from clipcls.commands.train import main
+from clipcls.inference.checkpoint import CheckpointError, load_checkpoint_file
+from clipcls.inference.trained_model import load_trained
 from tests.conftest import cfg_argv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ def test_checkpoint_with_pickle_payload_is_refused_by_every_loader(base_cfg, tmp
 
 
 def test_export_with_pickle_in_place_of_safetensors_is_refused(base_cfg, tmp_path):
-    from clipcls.export import export_model
+    from clipcls.export.huggingface import export_model
 
     assert run(base_cfg) == 0
     marker = tmp_path / "payload-ran"
@@ -93,8 +93,11 @@ PLAIN = (str, int, float, bool, type(None), torch.Tensor)
 def non_plain(value, where: str = "checkpoint") -> list[str]:
     """Paths inside `value` to anything other than dict/list/tuple of plain values and tensors."""
     if isinstance(value, (dict, OrderedDict)):
-        return [bad for key, item in value.items()
-                for bad in non_plain(key, f"{where} key") + non_plain(item, f"{where}[{key!r}]")]
+        return [
+            bad
+            for key, item in value.items()
+            for bad in non_plain(key, f"{where} key") + non_plain(item, f"{where}[{key!r}]")
+        ]
     if isinstance(value, (list, tuple)):
         return [bad for i, item in enumerate(value) for bad in non_plain(item, f"{where}[{i}]")]
     return [] if isinstance(value, PLAIN) else [f"{where}: {type(value).__name__}"]
@@ -125,7 +128,10 @@ def safety_problems(source: str, where: str) -> list[str]:
             if func in ("pickle.load", "pickle.loads", "yaml.unsafe_load", "yaml.full_load", "dill.load"):
                 problems.append(f"{where}:{node.lineno}: {func}")
             if func == "yaml.load" and kwargs.get("Loader", "Loader").split(".")[-1] in (
-                    "Loader", "UnsafeLoader", "FullLoader"):
+                "Loader",
+                "UnsafeLoader",
+                "FullLoader",
+            ):
                 problems.append(f"{where}:{node.lineno}: yaml.load with an unsafe loader")
             if func == "setattr" and len(node.args) > 1 and "MAX_IMAGE_PIXELS" in ast.unparse(node.args[1]):
                 problems.append(f"{where}:{node.lineno}: setattr of MAX_IMAGE_PIXELS")
@@ -137,9 +143,11 @@ def safety_problems(source: str, where: str) -> list[str]:
 
 
 def test_safety_check_finds_what_it_looks_for():
-    bad = ("torch.load(f)\ntorch.load(f, weights_only=False)\nImage.MAX_IMAGE_PIXELS = None\n"
-           "PIL.Image.MAX_IMAGE_PIXELS += 1\nyaml.load(t)\nyaml.load(t, Loader=yaml.FullLoader)\n"
-           "pickle.loads(b)\nAutoModel.from_pretrained(p, trust_remote_code=True)\n")
+    bad = (
+        "torch.load(f)\ntorch.load(f, weights_only=False)\nImage.MAX_IMAGE_PIXELS = None\n"
+        "PIL.Image.MAX_IMAGE_PIXELS += 1\nyaml.load(t)\nyaml.load(t, Loader=yaml.FullLoader)\n"
+        "pickle.loads(b)\nAutoModel.from_pretrained(p, trust_remote_code=True)\n"
+    )
     assert len(safety_problems(bad, "bad.py")) == 9  # the weights_only=False line counts twice
     good = "torch.load(f, weights_only=True)\nyaml.load(t, Loader=SafeLoader)\nlimit = Image.MAX_IMAGE_PIXELS\n"
     assert safety_problems(good, "good.py") == []
@@ -148,14 +156,18 @@ def test_safety_check_finds_what_it_looks_for():
 def test_product_code_never_disables_the_safety_checks():
     """torch.load always weights_only=True, no unsafe YAML or pickle, no remote code, and the
     decompression-bomb limit is never assigned (let alone set to None)."""
-    problems = [problem for path in PRODUCT_CODE
-                for problem in safety_problems(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))]
+    problems = [
+        problem
+        for path in PRODUCT_CODE
+        for problem in safety_problems(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
+    ]
     assert len(PRODUCT_CODE) > 20 and problems == []
 
 
 # --- item 8 ------------------------------------------------------------------------------------
 def test_oversized_image_is_skipped_by_the_training_loader_with_its_path(base_cfg, monkeypatch, caplog):
-    from clipcls.data.datamodule import ClipDataModule, prepare_data
+    from clipcls.data.splits import load_splits as prepare_data
+    from clipcls.training.datamodule import ClipDataModule
 
     big = Path(base_cfg["train_dataset_dir"]) / "red" / "huge.png"
     Image.new("RGB", (80, 80), (200, 30, 30)).save(big)  # 6400 pixels; the others have 576
@@ -163,19 +175,19 @@ def test_oversized_image_is_skipped_by_the_training_loader_with_its_path(base_cf
     cfg = {**base_cfg, "test_size": 0.125}  # 25 images: 21 train, 4 validation
     data = prepare_data(cfg)
     assert str(big) in [data.train.paths[i] for i in range(len(data.train.labels))]
-    loader = ClipDataModule(data, cfg, [0.5] * 3, [0.5] * 3).train_dataloader()
-    with caplog.at_level(logging.WARNING, logger="clipcls.data"):
-        batches = [batch for batch in loader if batch is not None]
-    assert sum(len(labels) for _, labels, _ in batches) == len(data.train.labels) - 1
-    assert all(pixels.shape[1:] == (3, 32, 32) for pixels, _, _ in batches)
-    skipped = [r.getMessage() for r in caplog.records if "skipping unreadable image" in r.getMessage()]
-    assert len(skipped) == 1 and str(big) in skipped[0] and "DecompressionBomb" in skipped[0]
+    datamodule = ClipDataModule(data, cfg, [0.5] * 3, [0.5] * 3)
+    batches = list(datamodule.train_dataloader())
+    assert sum(len(b.labels) for b in batches if b.pixels is not None) == len(data.train.labels) - 1
+    assert all(b.pixels.shape[1:] == (3, 32, 32) for b in batches if b.pixels is not None)
+    failures = [failure for b in batches for failure in b.failures]
+    assert len(failures) == 1 and "DecompressionBomb" in failures[0][1]
+    assert datamodule.train_set.paths[failures[0][0]] == str(big)
     assert Image.MAX_IMAGE_PIXELS == 3000  # the loader tightened nothing and relaxed nothing
 
 
 # --- item 10 -----------------------------------------------------------------------------------
 def test_yaml_11_keys_match_folders_named_no_on_010_null(tmp_path):
-    from clipcls.data.datamodule import prepare_data
+    from clipcls.data.splits import load_splits as prepare_data
 
     names = ["no", "on", "010", "null"]
     for i, name in enumerate(names):
@@ -184,8 +196,12 @@ def test_yaml_11_keys_match_folders_named_no_on_010_null(tmp_path):
             Image.fromarray(np.full((8, 8, 3), 40 * i + j, np.uint8)).save(tmp_path / "train" / name / f"{j}.png")
     yaml_file = tmp_path / "descriptions.yaml"
     yaml_file.write_text("".join(f"{name}: a photo of {name}\n" for name in names))  # unquoted on purpose
-    cfg = {**dataclasses.asdict(CFG()), "class_description_yaml_file": str(yaml_file),
-           "train_dataset_dir": str(tmp_path / "train"), "test_size": 0.5}
+    cfg = {
+        **dataclasses.asdict(CFG()),
+        "class_description_yaml_file": str(yaml_file),
+        "train_dataset_dir": str(tmp_path / "train"),
+        "test_size": 0.5,
+    }
     data = prepare_data(cfg)
     assert data.class_names == sorted(names) and all(isinstance(n, str) for n in data.class_names)
     assert data.descriptions == {name: [f"a photo of {name}"] for name in sorted(names)}

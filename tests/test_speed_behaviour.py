@@ -1,5 +1,6 @@
 """Behaviour the speed work relies on: cached text embeddings, compact path storage, and numpy
 gathering that returns exactly what the plain Python version would."""
+
 from __future__ import annotations
 
 import subprocess
@@ -8,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cfg_argv, make_module
 
 from cfg import CFG
+from clipcls.commands.train import main
 from clipcls.data.index import PathTable, index_folder, stratified_split
-from clipcls.train import main
-from conftest import cfg_argv
 
 
 def test_path_table_take_matches_python_selection() -> None:
@@ -32,20 +33,23 @@ def test_index_and_split_keep_paths_and_labels_in_numpy(dataset) -> None:
         assert isinstance(part.paths._data, np.ndarray) and part.paths._data.dtype == np.uint8
         assert isinstance(part.paths._offsets, np.ndarray)
         assert isinstance(part.labels, np.ndarray) and part.labels.dtype == np.int64
-    assert sorted([train.paths[i] for i in range(len(train.paths))] + [val.paths[i] for i in range(len(val.paths))]) \
-        == [index.paths[i] for i in range(len(index.paths))]
+    assert sorted(
+        [train.paths[i] for i in range(len(train.paths))] + [val.paths[i] for i in range(len(val.paths))]
+    ) == [index.paths[i] for i in range(len(index.paths))]
 
 
 def _count_text_forwards_in_training_steps(monkeypatch, cfg: dict) -> tuple[int, int]:
     """Run `python train.py` in-process; count training steps and, with a forward hook on the
     CLIP text encoder, the text-encoder forwards that happen inside them."""
-    from clipcls.module import ClipClassifierModule
+    from clipcls.training.module import ClipClassifierModule
 
     counts = {"steps": 0, "text": 0, "in_step": False}
     step = ClipClassifierModule.training_step
 
     def hook_text_encoder(self) -> None:
-        self.model.clip.text_model.register_forward_hook(lambda *_: counts.update(text=counts["text"] + counts["in_step"]))
+        self.model.clip.text_model.register_forward_hook(
+            lambda *_: counts.update(text=counts["text"] + counts["in_step"])
+        )
 
     def counting_step(self, batch, batch_idx):
         counts["steps"] += 1
@@ -79,21 +83,26 @@ def test_trainable_text_tower_is_run_once_per_training_step(monkeypatch, base_cf
 
 
 def test_help_paths_do_not_import_torch() -> None:
-    """`python train.py --help` and `clipcls --help` answer without importing torch or Lightning."""
+    """`python train.py --help`, `clipcls --help` and every `clipcls COMMAND --help` answer
+    without importing torch, Lightning or transformers."""
     code = (
         "import sys, contextlib, io\n"
         "from cfg import CFG\n"
-        "import clipcls.train, clipcls.cli\n"
+        "import clipcls.commands, clipcls.commands.train\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
-        "    assert clipcls.cli.main(['--help']) == 0\n"
-        "    try:\n"
-        "        clipcls.train.main(['--help'], CFG)\n"
-        "    except SystemExit as exit_:\n"
-        "        assert exit_.code == 0\n"
+        "    assert clipcls.commands.main(['--help']) == 0\n"
+        "    assert clipcls.commands.train.main(['--help'], CFG) == 0\n"
+        "    for command in ('train', 'evaluate', 'zeroshot', 'predict', 'export', 'demo-data'):\n"
+        "        assert clipcls.commands.main([command, '--help']) == 0, command\n"
         "print(sorted(m for m in ('torch', 'pytorch_lightning', 'transformers') if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
@@ -101,9 +110,7 @@ def test_only_non_finite_gradients_are_zeroed_before_the_step(base_cfg) -> None:
     """The fast all-gradients norm check still zeroes exactly the non-finite gradients."""
     import torch
 
-    from clipcls.module import ClipClassifierModule
-
-    module = ClipClassifierModule(base_cfg, ["a", "b"], {"a": ["an a"], "b": ["a b"]})
+    module = make_module(base_cfg, ["a", "b"], {"a": ["an a"], "b": ["a b"]})
     params = [p for p in module.parameters() if p.requires_grad]
     for p in params:
         p.grad = torch.ones_like(p)
@@ -119,7 +126,7 @@ def test_only_non_finite_gradients_are_zeroed_before_the_step(base_cfg) -> None:
 def test_cpu_training_splits_cores_between_workers_and_threads(monkeypatch) -> None:
     import torch
 
-    from clipcls.data import datamodule
+    from clipcls.data import loaders as datamodule
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()
@@ -142,7 +149,8 @@ def test_training_on_cpu_applies_the_split(monkeypatch, base_cfg) -> None:
     """`python train.py` on CPU with num_workers unset: workers and threads follow the CPU split."""
     import torch
 
-    from clipcls.data import datamodule
+    from clipcls.data import loaders
+    from clipcls.training import datamodule
 
     seen = {}
     setup = datamodule.ClipDataModule.setup
@@ -152,7 +160,7 @@ def test_training_on_cpu_applies_the_split(monkeypatch, base_cfg) -> None:
         seen.update(workers=self.workers, threads=torch.get_num_threads())
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(datamodule, "usable_cpus", lambda: 4)
+    monkeypatch.setattr(loaders, "usable_cpus", lambda: 4)
     monkeypatch.setattr(datamodule.ClipDataModule, "setup", recording_setup)
     before = torch.get_num_threads()
     try:

@@ -1,81 +1,86 @@
-"""Datasets, samplers and collation: unreadable images are reported and skipped, never fatal."""
+"""The image dataset and its batches: unreadable images are reported with their reason and
+skipped, never fatal (a DataLoader worker never raises on a bad file).
+
+Training, evaluation and prediction share this one policy: a batch carries the readable images
+and, for the others, their position and why they could not be read; each caller decides what to
+do with those (log them, list them in metrics.json, write them to the errors CSV).
+"""
+
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler, WeightedRandomSampler, default_collate
+from torch.utils.data import Dataset
 
 from clipcls.data.images import ImageLoadError, load_image
-from clipcls.data.index import ImageIndex
+from clipcls.data.index import PathTable
 
-log = logging.getLogger("clipcls.data")
+UNLABELLED = -1  # the label of an image to predict
+
+
+class Sample(NamedTuple):
+    """One image: its pixels, label and position in the dataset, or the reason it is unreadable."""
+
+    pixels: torch.Tensor | None
+    label: int
+    position: int
+    failure: str | None
+
+
+class Batch(NamedTuple):
+    """Readable images stacked (None when none was readable) and the unreadable ones' reasons."""
+
+    pixels: torch.Tensor | None
+    labels: torch.Tensor | None
+    positions: torch.Tensor | None
+    failures: list[tuple[int, str]]  # (position, reason)
 
 
 class ImageDataset(Dataset):
-    """(image tensor, label, position) for every image of an index; None for unreadable ones."""
+    """The images of a path table (with labels, or unlabelled for prediction), transformed."""
 
-    def __init__(self, index: ImageIndex, transform: Callable, draft_size: tuple[int, int] | None = None) -> None:
-        self.index = index
+    def __init__(
+        self,
+        paths: PathTable,
+        labels: np.ndarray | None,
+        transform: Callable,
+        draft_size: tuple[int, int] | None = None,
+    ) -> None:
+        self.paths = paths
+        self.labels = labels
         self.transform = transform
         self.draft_size = draft_size  # decode JPEGs at reduced size when much larger than the input
 
-    def __len__(self) -> int:
-        return len(self.index.labels)
+    @classmethod
+    def from_index(cls, index, transform: Callable, draft_size: tuple[int, int] | None = None) -> ImageDataset:
+        """The dataset of a labelled `clipcls.data.index.ImageIndex`."""
+        return cls(index.paths, index.labels, transform, draft_size)
 
-    def __getitem__(self, i: int):
-        path = self.index.paths[i]
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Sample:
+        label = UNLABELLED if self.labels is None else int(self.labels[i])
         try:
-            image = load_image(path, draft_size=self.draft_size)
+            return Sample(self.transform(load_image(self.paths[i], draft_size=self.draft_size)), label, i, None)
         except ImageLoadError as err:
-            log.warning("skipping unreadable image: %s", err)
-            return None
-        return self.transform(image), int(self.index.labels[i]), i
+            return Sample(None, label, i, err.reason)
+        except Exception as err:  # noqa: BLE001 - a transform failure must not kill the worker
+            return Sample(None, label, i, f"{type(err).__name__}: {err}")
 
 
-def collate_skipping_bad(batch: list):
-    """Default collation of the readable samples; an all-bad batch becomes None."""
-    batch = [sample for sample in batch if sample is not None]
-    return default_collate(batch) if batch else None
-
-
-class PerClassSampler(Sampler[int]):
-    """The seed's sampler: each group of C indices holds one random image of every class.
-
-    Use with batch_size = C. An epoch has as many groups as fit the dataset's size.
-    """
-
-    def __init__(self, labels: np.ndarray, num_classes: int, seed: int = 0) -> None:
-        self.by_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
-        self.groups = max(1, len(labels) // num_classes)
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.groups * len(self.by_class)
-
-    def __iter__(self) -> Iterator[int]:
-        rng = np.random.default_rng((self.seed, self.epoch))
-        self.epoch += 1
-        for _ in range(self.groups):
-            for members in rng.permutation(len(self.by_class)):
-                yield int(rng.choice(self.by_class[members]))
-
-
-def build_sampler(kind: str, labels: np.ndarray, num_classes: int, seed: int) -> Sampler | None:
-    """None (plain shuffling), class-balanced weighted sampling, or the per-class sampler."""
-    if kind == "random":
-        return None
-    if kind == "balanced":
-        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-        weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.double)
-        generator = torch.Generator().manual_seed(seed)
-        return WeightedRandomSampler(weights, num_samples=len(labels), replacement=True, generator=generator)
-    if kind == "per_class":
-        return PerClassSampler(labels, num_classes, seed)
-    raise ValueError(f"unknown sampler {kind!r}: expected random, balanced or per_class")
+def collate_samples(samples: list[Sample]) -> Batch:
+    """Stack the readable samples; keep (position, reason) of the others."""
+    good = [s for s in samples if s.failure is None]
+    failures = [(s.position, s.failure) for s in samples if s.failure is not None]
+    if not good:
+        return Batch(None, None, None, failures)
+    return Batch(
+        torch.stack([s.pixels for s in good]),
+        torch.tensor([s.label for s in good]),
+        torch.tensor([s.position for s in good]),
+        failures,
+    )

@@ -14,7 +14,6 @@ numpy's cos/exp may differ in the last bit, which can flip a rare pixel by one l
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import math
@@ -24,6 +23,13 @@ import pathlib
 from PIL import Image
 
 from clipcls.data.demo_draw import render_image
+from clipcls.errors import ClipclsError
+from clipcls.io import atomic_write_bytes
+
+
+class DemoDataError(ClipclsError, ValueError):
+    """A bad option for the demo set, naming it."""
+
 
 # Class name -> number of images at scale 1. Largest:smallest is 250:50 (5:1), 860 in all.
 DEMO_CLASSES: dict[str, int] = {
@@ -48,7 +54,7 @@ MARKER_NAME = ".complete"  # written last; its absence means an unfinished gener
 def scaled_counts(scale: float = 1.0) -> dict[str, int]:
     """Images per class at `scale`: each DEMO_CLASSES count times scale, at least 2."""
     if not scale > 0:
-        raise ValueError(f"scale must be positive, got {scale}")
+        raise DemoDataError(f"--scale must be positive, got {scale}")
     return {name: max(2, math.floor(n * scale + 0.5)) for name, n in DEMO_CLASSES.items()}
 
 
@@ -79,13 +85,6 @@ def _is_complete(root: pathlib.Path, seed: int, counts: dict[str, int]) -> bool:
     return True
 
 
-def _write_atomic(path: pathlib.Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so a crash never leaves a truncated file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _jpeg_bytes(image: Image.Image) -> bytes:
     """Encode as JPEG without metadata, so identical pixels give identical bytes."""
     buffer = io.BytesIO()
@@ -103,7 +102,7 @@ def _write_class(root: pathlib.Path, class_name: str, count: int, seed: int) -> 
             stale.unlink()
     for i in range(count):
         image = render_image(class_name, list(DEMO_CLASSES).index(class_name), seed, i)
-        _write_atomic(folder / f"{class_name}_{i}.jpg", _jpeg_bytes(image))
+        atomic_write_bytes(_jpeg_bytes(image), folder / f"{class_name}_{i}.jpg", fsync=False)
 
 
 def make_demo_dataset(root: str | os.PathLike, seed: int = 0, scale: float = 1.0) -> pathlib.Path:
@@ -113,7 +112,7 @@ def make_demo_dataset(root: str | os.PathLike, seed: int = 0, scale: float = 1.0
     marker file is removed first and written last, so an interrupted run is redone next time.
     """
     if seed < 0:
-        raise ValueError(f"seed must be non-negative, got {seed}")
+        raise DemoDataError(f"--seed must be non-negative, got {seed}")
     root = pathlib.Path(root)
     counts = scaled_counts(scale)
     if _is_complete(root, seed, counts):
@@ -123,28 +122,5 @@ def make_demo_dataset(root: str | os.PathLike, seed: int = 0, scale: float = 1.0
     for name, count in counts.items():
         _write_class(root, name, count, seed)
     record = _marker_record(seed, scale, counts)
-    _write_atomic(root / MARKER_NAME, json.dumps(record, indent=1).encode())
+    atomic_write_bytes(json.dumps(record, indent=1).encode(), root / MARKER_NAME)
     return root
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line: `python -m clipcls.data.demo --out demo_data [--seed 0] [--scale 1.0]`."""
-    parser = argparse.ArgumentParser(
-        prog="python -m clipcls.data.demo",
-        description="Generate the procedural wallpaper-defect demo set.",
-    )
-    parser.add_argument("--out", default="demo_data", help="folder to write the class folders into")
-    parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
-    parser.add_argument(
-        "--scale", type=float, default=1.0, help="multiplies every class count (min 2)"
-    )
-    args = parser.parse_args(argv)
-    root = make_demo_dataset(args.out, seed=args.seed, scale=args.scale)
-    counts = scaled_counts(args.scale)
-    summary = ", ".join(f"{name}={n}" for name, n in counts.items())
-    print(f"{sum(counts.values())} images in {root}: {summary}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

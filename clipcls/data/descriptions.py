@@ -42,8 +42,10 @@ class _DescriptionLoader(yaml.SafeLoader):
             key = _literal_key(key_node, node)
             if key in mapping:
                 raise ConstructorError(
-                    "while reading a mapping", node.start_mark,
-                    f"duplicate class name {key!r}", key_node.start_mark,
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"duplicate class name {key!r}",
+                    key_node.start_mark,
                 )
             mapping[key] = self.construct_object(value_node, deep=deep)
         return mapping
@@ -53,8 +55,10 @@ def _literal_key(key_node: yaml.Node, mapping_node: MappingNode) -> str:
     """Return a mapping key's text exactly as written, refusing non-scalar keys."""
     if not isinstance(key_node, ScalarNode):
         raise ConstructorError(
-            "while reading a mapping", mapping_node.start_mark,
-            "class names must be plain text, not a list or mapping", key_node.start_mark,
+            "while reading a mapping",
+            mapping_node.start_mark,
+            "class names must be plain text, not a list or mapping",
+            key_node.start_mark,
         )
     return key_node.value
 
@@ -71,8 +75,7 @@ def read_descriptions(path: str | os.PathLike) -> dict[str, list[str]]:
         raise DescriptionError(f"{source}: the class-description file is empty")
     if not isinstance(data, dict):
         raise DescriptionError(
-            f"{source}: expected a mapping of class name -> description(s), "
-            f"got {type(data).__name__}"
+            f"{source}: expected a mapping of class name -> description(s), got {type(data).__name__}"
         )
     return {name: _descriptions_of(name, value, source) for name, value in data.items()}
 
@@ -107,9 +110,7 @@ def _descriptions_of(name: str, value: object, source: str) -> list[str]:
     return texts
 
 
-def check_classes(
-    folder_classes: list[str], descriptions: dict[str, list[str]], source: str
-) -> None:
+def check_classes(folder_classes: list[str], descriptions: dict[str, list[str]], source: str) -> None:
     """Require a description for every class folder and a folder for every description.
 
     Both directions are reported in one message so the user fixes everything at once.
@@ -135,8 +136,7 @@ def _normalisation_hints(missing: list[str], unused: list[str]) -> list[str]:
     """
     composed_unused = {unicodedata.normalize("NFC", name): name for name in unused}
     return [
-        f"  {name!r} and {composed_unused[key]!r} differ only in Unicode normalisation "
-        f"(NFC vs NFD); retype one of them"
+        f"  {name!r} and {composed_unused[key]!r} differ only in Unicode normalisation (NFC vs NFD); retype one of them"
         for name in missing
         if (key := unicodedata.normalize("NFC", name)) in composed_unused
     ]

@@ -40,9 +40,7 @@ class ImageLoadError(Exception):
         return f"cannot load image {os.fspath(self.path)}: {self.reason}"
 
 
-def load_image(
-    path: str | os.PathLike, draft_size: tuple[int, int] | None = None
-) -> Image.Image:
+def load_image(path: str | os.PathLike, draft_size: tuple[int, int] | None = None) -> Image.Image:
     """Open, fully decode and upright an image, returned as 3-channel 8-bit RGB.
 
     ``draft_size`` lets the JPEG decoder skip detail that a later resize would throw

@@ -4,6 +4,7 @@ Paths live in one bytes buffer plus an offsets array rather than a Python list o
 DataLoader workers share them copy-on-write instead of each touching (and so copying) millions
 of reference-counted objects.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,7 +38,7 @@ class PathTable:
         start, end = self._offsets[index], self._offsets[index + 1]
         return self._data[start:end].tobytes().decode("utf-8", "surrogateescape")
 
-    def take(self, indices: np.ndarray) -> "PathTable":
+    def take(self, indices: np.ndarray) -> PathTable:
         """A new table holding the paths at `indices`, gathered in numpy (no Python strings), a
         few thousand paths at a time so the index arrays stay small next to the bytes."""
         indices = np.asarray(indices, dtype=np.int64)
@@ -76,7 +77,7 @@ class ImageIndex:
         """Images per class, in class order."""
         return np.bincount(self.labels, minlength=len(self.class_names))
 
-    def subset(self, indices: np.ndarray) -> "ImageIndex":
+    def subset(self, indices: np.ndarray) -> ImageIndex:
         """The images at `indices`, with the same classes."""
         return ImageIndex(self.root, self.class_names, self.paths.take(indices), self.labels[indices])
 

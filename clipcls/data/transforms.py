@@ -1,4 +1,5 @@
 """Image transforms chosen by name and size, so a config round-trips through YAML."""
+
 from __future__ import annotations
 
 import torch
@@ -22,9 +23,7 @@ class RandomQuarterTurn(torch.nn.Module):
         return image if turns == 0 else tv_tensors.wrap(torch.rot90(image, turns, (-2, -1)), like=image)
 
 
-def build_transform(
-    size: tuple[int, int], mean: list[float], std: list[float], augment: str = "none"
-) -> v2.Compose:
+def build_transform(size: tuple[int, int], mean: list[float], std: list[float], augment: str = "none") -> v2.Compose:
     """Resize to `size` (H, W), optionally augment, then scale to float and normalise.
 
     The whole image is kept (no random crop): a defect can sit anywhere, and cropping it away

@@ -1,7 +1,9 @@
 """CLIP plus a head: image embeddings scored by a linear head and by the class descriptions."""
+
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,8 +50,13 @@ class ClipClassifier(nn.Module):
         head_init: str = "zeroshot",
         freeze_text: bool = True,
         temperature: float | None = None,
+        image_mean: list[float] | None = None,
+        image_std: list[float] | None = None,
     ) -> None:
         super().__init__()
+        # the normalisation the checkpoint was pretrained with: what every loader feeds it
+        self.image_mean = list(image_mean or [0.5, 0.5, 0.5])
+        self.image_std = list(image_std or [0.5, 0.5, 0.5])
         self.clip = clip
         self.tokenizer = tokenizer
         self.class_names = list(class_names)
@@ -117,7 +124,7 @@ class ClipClassifier(nn.Module):
             return self.description_embeddings()[pick]
         return self.encode_texts(self.text_ids[pick], self.text_mask[pick])
 
-    def train(self, mode: bool = True) -> "ClipClassifier":
+    def train(self, mode: bool = True) -> ClipClassifier:
         if not self.freeze_text:
             self.invalidate_text_cache()  # the text tower changes while training
         return super().train(mode)
@@ -150,3 +157,29 @@ class ClipClassifier(nn.Module):
             "head_logits": self.head(image),
             "text_logits": self.logit_scale() * image @ classes.T,
         }
+
+
+def build_classifier(
+    config: dict[str, Any], class_names: list[str], descriptions: dict[str, list[str]], model_source: str | None = None
+) -> ClipClassifier:
+    """The one constructor of a ClipClassifier from a run's config: the base CLIP of
+    `config["model_name"]` (or `model_source`, a directory holding the same model) with the head,
+    text freezing and logit scale the config asks for. Training, loading a checkpoint, zero-shot
+    and WiSE-FT all build their classifier here."""
+    from clipcls.model.loading import load_clip
+
+    parts = load_clip(model_source or config["model_name"])
+    if config.get("gradient_checkpointing"):
+        parts.model.gradient_checkpointing_enable()
+    return ClipClassifier(
+        parts.model,
+        parts.tokenizer,
+        class_names,
+        descriptions,
+        head=config.get("head", "linear"),
+        head_init=config.get("head_init", "zeroshot"),
+        freeze_text=config.get("freeze_text", True),
+        temperature=config.get("temperature"),
+        image_mean=parts.image_mean,
+        image_std=parts.image_std,
+    )

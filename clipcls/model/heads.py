@@ -1,4 +1,5 @@
 """Classification heads on the L2-normalised image embedding."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Load a CLIP checkpoint (Hub name, local directory, or the built-in tiny model)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

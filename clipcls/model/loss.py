@@ -1,4 +1,5 @@
 """The training objective: class-aware image-description contrast plus a label-smoothed head."""
+
 from __future__ import annotations
 
 import torch

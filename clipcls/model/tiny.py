@@ -3,6 +3,7 @@
 It is written with `save_pretrained` and read back through the same loading code as a real
 checkpoint, so the offline path exercises exactly what a Hub model goes through.
 """
+
 from __future__ import annotations
 
 import os
@@ -66,13 +67,23 @@ def build_tiny_clip(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     eot = tokenizer.convert_tokens_to_ids(EOT)
     config = CLIPConfig(
         text_config=dict(
-            vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=77, bos_token_id=eot - 1,
-            eos_token_id=eot, pad_token_id=eot,
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=eot - 1,
+            eos_token_id=eot,
+            pad_token_id=eot,
         ),
         vision_config=dict(
-            hidden_size=96, intermediate_size=192, num_hidden_layers=4, num_attention_heads=4,
-            image_size=64, patch_size=8,
+            hidden_size=96,
+            intermediate_size=192,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            image_size=64,
+            patch_size=8,
         ),
         projection_dim=64,
     )
@@ -82,7 +93,9 @@ def build_tiny_clip(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     CLIPImageProcessor(
-        size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64},
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.25, 0.25, 0.25],
+        size={"shortest_edge": 64},
+        crop_size={"height": 64, "width": 64},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.25, 0.25, 0.25],
     ).save_pretrained(out)
     return out

@@ -1,4 +1,5 @@
-"""Training entry point: resolve the config, prepare data, fit, and write the run directory."""
+"""A training run: its directory (checked before anything slow), the fit, and its final report."""
+
 from __future__ import annotations
 
 import errno
@@ -11,21 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from clipcls.config import parse_config, save_config
-from clipcls.errors import ClipclsError, exit_status
+from clipcls.config import save_config
+from clipcls.errors import ClipclsError
+from clipcls.inference.checkpoint import CheckpointError, load_checkpoint_file
+from clipcls.io import remove_stale_temps
 
 log = logging.getLogger("clipcls")
-# clipcls.checkpoint (torch, Lightning) is imported inside the functions that use it, so that
-# `python train.py --help` and config errors answer in a fraction of a second.
 SIGTERM_EXIT = 143  # 128 + SIGTERM, what a shell reports for a terminated process
-
-
-def main(argv: list[str] | None = None, cfg_class: type | None = None) -> int:
-    """`python train.py [flags]`: returns the process exit status (2 for bad input)."""
-    if cfg_class is None:
-        raise TypeError("main() needs the CFG class (train.py passes cfg.CFG)")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return exit_status(lambda: train(parse_config(cfg_class, argv)))
 
 
 class RunDirError(ClipclsError, OSError):
@@ -33,8 +26,9 @@ class RunDirError(ClipclsError, OSError):
 
 
 def _latest_run_with_checkpoint(output_dir: Path) -> Path:
-    from clipcls.checkpoint import CheckpointError
-    runs = [d for d in output_dir.glob("*/") if (d / "checkpoints" / "last.ckpt").exists()] if output_dir.is_dir() else []
+    runs = (
+        [d for d in output_dir.glob("*/") if (d / "checkpoints" / "last.ckpt").exists()] if output_dir.is_dir() else []
+    )
     if not runs:
         raise CheckpointError(f"--resume last: no run with checkpoints/last.ckpt under {output_dir}")
     return max(runs, key=lambda d: (d / "checkpoints" / "last.ckpt").stat().st_mtime)
@@ -68,7 +62,6 @@ def read_resume_checkpoint(ckpt: Path) -> dict[str, Any]:
     """The checkpoint to resume from, memory-mapped (cheap for large files), or an error naming
     it. A broken last.ckpt never turns into a silent fresh start, and no older checkpoint is
     silently substituted either: the error names a loadable best checkpoint to pass instead."""
-    from clipcls.checkpoint import CheckpointError, load_checkpoint_file
     try:
         return load_checkpoint_file(ckpt, mmap=True)
     except CheckpointError as err:
@@ -76,7 +69,6 @@ def read_resume_checkpoint(ckpt: Path) -> dict[str, Any]:
 
 
 def _best_hint(ckpt: Path) -> str:
-    from clipcls.checkpoint import CheckpointError, load_checkpoint_file
     for best in sorted(ckpt.parent.glob("best-*.ckpt"), reverse=True):
         try:
             load_checkpoint_file(best, mmap=True)
@@ -127,12 +119,13 @@ def checkpoint_bytes(module) -> int:
 
 
 def train(cfg: dict[str, Any]) -> int:
-    from clipcls.checkpoint import CheckpointError, remove_stale_temps
+    """Fit a model as `cfg` says and write its run directory; returns the exit status."""
     import pytorch_lightning as pl
 
-    from clipcls.data.datamodule import ClipDataModule, prepare_data
-    from clipcls.module import ClipClassifierModule, TrainingDiverged
-    from clipcls.trainer import build_trainer, finalize_run
+    from clipcls.data.splits import load_splits
+    from clipcls.training.datamodule import ClipDataModule
+    from clipcls.training.module import TrainingDiverged, build_module
+    from clipcls.training.trainer import build_trainer
 
     pl.seed_everything(cfg["seed"], workers=True, verbose=False)
     run_dir, ckpt = resolve_run(cfg)
@@ -142,10 +135,10 @@ def train(cfg: dict[str, Any]) -> int:
     removed = remove_stale_temps(run_dir / "checkpoints")
     if removed:
         log.info("removed %d partial checkpoint file(s) left by an interrupted save", len(removed))
-    data = prepare_data(cfg)
+    data = load_splits(cfg)
     if ckpt is not None and resumed_classes != data.class_names:
         raise CheckpointError(f"{ckpt} was trained on classes {resumed_classes}, but the data has {data.class_names}")
-    module = ClipClassifierModule(cfg, data.class_names, data.descriptions)
+    module = build_module(cfg, data.class_names, data.descriptions)
     datamodule = ClipDataModule(data, cfg, module.image_mean, module.image_std)
     check_free_space(run_dir, checkpoint_bytes(module))
     trainer = build_trainer(cfg, run_dir)
@@ -156,8 +149,10 @@ def train(cfg: dict[str, Any]) -> int:
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     except pl.utilities.exceptions.SIGTERMException:
-        print(f"terminated: checkpoint saved in {run_dir / 'checkpoints' / 'last.ckpt'}; "
-              "continue with --resume last", file=sys.stderr)
+        print(
+            f"terminated: checkpoint saved in {run_dir / 'checkpoints' / 'last.ckpt'}; continue with --resume last",
+            file=sys.stderr,
+        )
         return SIGTERM_EXIT
     except TrainingDiverged as err:
         last = run_dir / "checkpoints" / "last.ckpt"
@@ -166,12 +161,50 @@ def train(cfg: dict[str, Any]) -> int:
     if trainer.is_global_zero:
         metrics = finalize_run(trainer, module, datamodule, run_dir)
         print(f"\nrun directory: {run_dir}")
-        print(f"validation ({metrics['num_images']} images): accuracy {metrics['accuracy']:.4f}  "
-              f"macro F1 {metrics['macro_f1']:.4f}  weighted F1 {metrics['weighted_f1']:.4f}")
+        print(
+            f"validation ({metrics['num_images']} images): accuracy {metrics['accuracy']:.4f}  "
+            f"macro F1 {metrics['macro_f1']:.4f}  weighted F1 {metrics['weighted_f1']:.4f}"
+        )
     return 0
 
 
 def _log_data(data) -> None:
     counts = dict(zip(data.class_names, data.train.counts().tolist()))
-    log.info("%d classes, %d training and %d validation images; per class: %s",
-             len(data.class_names), len(data.train.labels), len(data.val.labels), counts)
+    log.info(
+        "%d classes, %d training and %d validation images; per class: %s",
+        len(data.class_names),
+        len(data.train.labels),
+        len(data.val.labels),
+        counts,
+    )
+
+
+def finalize_run(trainer, module, datamodule, run_dir: Path) -> dict[str, Any]:
+    """Score the best checkpoint on the whole validation split; write metrics.json and the
+    confusion-matrix PNG. Runs on global rank 0 only."""
+    from clipcls.evaluation.metrics import classification_metrics
+    from clipcls.evaluation.plots import plot_confusion
+    from clipcls.inference.scoring import run_inference
+    from clipcls.io import write_json
+    from clipcls.training.trainer import best_checkpoint
+
+    best = best_checkpoint(trainer)
+    if best is not None:
+        module.load_state_dict(load_checkpoint_file(best)["state_dict"])
+    outputs = run_inference(module.model, datamodule.val_dataloader(), module.device)
+    metrics = classification_metrics(outputs["targets"], outputs["head_logits"].argmax(1), module.class_names)
+    metrics = {
+        "checkpoint": str(best) if best else None,
+        "epochs_trained": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "class_names": module.class_names,
+        **metrics,
+    }
+    write_json(metrics, run_dir / "metrics.json")
+    plot_confusion(
+        metrics["confusion_matrix"],
+        module.class_names,
+        run_dir / "confusion_matrix.png",
+        title=f"Validation confusion (macro F1 {metrics['macro_f1']:.3f})",
+    )
+    return metrics

@@ -1,5 +1,6 @@
 """The Predictor: a trained model with its evaluation preprocessing, scoring images in memory
 (`clipcls.load(dir).predict(images)`); `clipcls predict` streams folders through it."""
+
 from __future__ import annotations
 
 import os
@@ -13,10 +14,8 @@ from PIL import Image, ImageOps
 from clipcls.data.images import load_image, to_rgb
 from clipcls.data.transforms import build_transform
 from clipcls.errors import ClipclsError
-from clipcls.inference import softmax
-from clipcls.trained import TrainedModel
-
-SCORERS = ("head", "text", "ensemble")
+from clipcls.inference.scoring import SCORERS, pick_device, scorer_probabilities
+from clipcls.inference.trained_model import TrainedModel, load_trained
 
 
 class PredictError(ClipclsError, ValueError):
@@ -57,7 +56,7 @@ class Predictor:
         extra_descriptions: dict[str, list[str]] | None = None,
     ) -> None:
         self.model = model
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = pick_device(device)
         self.classifier = model.classifier.to(self.device).eval()
         size = tuple(model.image_size)
         # the validation transform of training, with the same reduced-size JPEG decode (W, H)
@@ -103,9 +102,7 @@ class Predictor:
     def probabilities(self, logits: dict[str, np.ndarray], scorer: str | None = None) -> np.ndarray:
         """Class probabilities of one scorer: head, text, or the mean of the two."""
         scorer = self.resolve_scorer(scorer)
-        if scorer == "ensemble":
-            return (softmax(logits["head_logits"]) + softmax(logits["text_logits"])) / 2
-        return softmax(logits[f"{scorer}_logits"])
+        return scorer_probabilities(logits, (scorer,))[scorer]
 
     def predict(
         self, images: Sequence[str | os.PathLike | Image.Image], batch_size: int = 32, scorer: str | None = None
@@ -114,7 +111,7 @@ class Predictor:
         ImageLoadError naming it (the `clipcls predict` command lists such files instead)."""
         chunks: dict[str, list[np.ndarray]] = {"head_logits": [], "text_logits": []}
         for start in range(0, len(images), batch_size):
-            pixels = torch.stack([self.preprocess(img) for img in images[start:start + batch_size]])
+            pixels = torch.stack([self.preprocess(img) for img in images[start : start + batch_size]])
             for key, value in self.logits(pixels).items():
                 chunks[key].append(value)
         widths = {"head_logits": len(self.model.class_names), "text_logits": len(self.class_names)}
@@ -122,5 +119,13 @@ class Predictor:
         used = self.resolve_scorer(scorer)
         probs = self.probabilities(logits, used)
         names = self.class_names
-        return Prediction(names, probs, [names[i] for i in probs.argmax(1)], logits["head_logits"],
-                          logits["text_logits"], used)
+        return Prediction(
+            names, probs, [names[i] for i in probs.argmax(1)], logits["head_logits"], logits["text_logits"], used
+        )
+
+
+def load_predictor(
+    path: str | os.PathLike, device: str | torch.device | None = None, scorer: str = "head"
+) -> Predictor:
+    """A Predictor for an export, a checkpoint or a run directory (`clipcls.load`)."""
+    return Predictor(load_trained(path), device=device, scorer=scorer)

@@ -1,7 +1,12 @@
 """Load a trained model from a checkpoint file, a run directory or an export directory, with
-everything training decided about it (class order above all), read back rather than recomputed."""
+everything training decided about it (class order above all), read back rather than recomputed.
+
+Nothing here imports Lightning or torchmetrics: a checkpoint is a plain weights-only file whose
+`state_dict` holds the classifier's weights under the prefix `model.`."""
+
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,8 +14,8 @@ from typing import Any
 
 import torch
 
-from clipcls.checkpoint import CheckpointError, describe_load_error, load_checkpoint_file
-from clipcls.model.classifier import ClipClassifier
+from clipcls.inference.checkpoint import CheckpointError, describe_load_error, load_checkpoint_file
+from clipcls.model.classifier import ClipClassifier, build_classifier
 
 
 @dataclass
@@ -27,7 +32,26 @@ class TrainedModel:
     source: Path | None = None
     wise_alpha: float | None = None  # WiSE-FT mix of base and fine-tuned weights; None = plain fine-tune
 
+    def interpolated(self, alpha: float) -> TrainedModel:
+        """WiSE-FT: a new model with `(1 - alpha) * initial + alpha * fine-tuned` weights (this one
+        is not changed). Interpolating an interpolated model (alpha a) with b gives a * b."""
+        from clipcls.model.wise import check_alpha, initial_classifier, wise_interpolate
 
+        alpha = check_alpha(alpha)
+        start = initial_classifier(self.config, self.class_names, self.descriptions)
+        mixed = wise_interpolate(start, self.classifier, alpha)
+        previous = 1.0 if self.wise_alpha is None else self.wise_alpha
+        return dataclasses.replace(
+            self,
+            classifier=mixed,
+            class_names=list(self.class_names),
+            descriptions=dict(self.descriptions),
+            config=dict(self.config),
+            wise_alpha=alpha * previous,
+        )
+
+
+STATE_PREFIX = "model."  # the LightningModule holds the classifier as `self.model`
 EXPORT_META = "clipcls.json"  # marks an export directory (see clipcls.export)
 EXPORT_HEAD = "head.safetensors"
 EXPORT_FORMAT_VERSION = 1
@@ -58,8 +82,6 @@ def find_checkpoint(path: str | Path) -> Path:
 def load_trained(path: str | Path, map_location: str = "cpu") -> TrainedModel:
     """Rebuild the classifier from a checkpoint (weights-only load), a run directory or an export
     directory, and put it in eval mode."""
-    from clipcls.module import ClipClassifierModule
-
     if is_export_dir(path):
         return to_device(load_export(path), map_location)
     ckpt_path = find_checkpoint(path)
@@ -68,13 +90,24 @@ def load_trained(path: str | Path, map_location: str = "cpu") -> TrainedModel:
         hparams, meta = ckpt["hyper_parameters"], ckpt["clipcls"]
     except KeyError as err:
         raise CheckpointError(f"{ckpt_path} is not a clipcls checkpoint (missing {err})") from err
-    module = ClipClassifierModule(hparams["config"], meta["class_names"], meta["descriptions"])
-    module.load_state_dict(ckpt["state_dict"])
-    module.eval()
+    classifier = build_classifier(hparams["config"], meta["class_names"], meta["descriptions"])
+    state = {k[len(STATE_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(STATE_PREFIX)}
+    try:
+        classifier.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{ckpt_path}: its weights do not fit {hparams['config']['model_name']!r}: {str(err).splitlines()[0]}"
+        ) from err
+    classifier.eval()
     return TrainedModel(
-        classifier=module.model, class_names=list(meta["class_names"]), descriptions=dict(meta["descriptions"]),
-        image_size=tuple(meta["image_size"]), image_mean=list(meta["image_mean"]), image_std=list(meta["image_std"]),
-        config=dict(hparams["config"]), source=ckpt_path,
+        classifier=classifier,
+        class_names=list(meta["class_names"]),
+        descriptions=dict(meta["descriptions"]),
+        image_size=tuple(meta["image_size"]),
+        image_mean=list(meta["image_mean"]),
+        image_std=list(meta["image_std"]),
+        config=dict(hparams["config"]),
+        source=ckpt_path,
     )
 
 
@@ -87,8 +120,10 @@ def read_export_meta(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"cannot read {meta_path}: {err}") from err
     version = meta.get("format_version") if isinstance(meta, dict) else None
     if version != EXPORT_FORMAT_VERSION:
-        raise CheckpointError(f"{meta_path}: unsupported export format version {version!r} "
-                              f"(this clipcls reads version {EXPORT_FORMAT_VERSION})")
+        raise CheckpointError(
+            f"{meta_path}: unsupported export format version {version!r} "
+            f"(this clipcls reads version {EXPORT_FORMAT_VERSION})"
+        )
     return meta
 
 
@@ -107,20 +142,35 @@ def load_export(directory: str | Path) -> TrainedModel:
     except Exception as err:  # transformers and safetensors raise OSError, ValueError, ...
         raise CheckpointError(f"cannot load export {directory}: {describe_load_error(err)}") from err
     classifier = ClipClassifier(
-        parts.model, parts.tokenizer, meta["class_names"], meta["descriptions"],
-        head=meta["head"]["kind"], head_init="random",  # random: overwritten by the saved head next
-        freeze_text=meta["freeze_text"], temperature=meta["temperature"],
+        parts.model,
+        parts.tokenizer,
+        meta["class_names"],
+        meta["descriptions"],
+        head=meta["head"]["kind"],
+        head_init="random",  # random: overwritten by the saved head next
+        freeze_text=meta["freeze_text"],
+        temperature=meta["temperature"],
+        image_mean=meta["image_mean"],
+        image_std=meta["image_std"],
     )
     try:
         classifier.head.load_state_dict(head_state)
     except RuntimeError as err:
-        raise CheckpointError(f"{directory / EXPORT_HEAD} does not fit the {meta['head']['kind']} head "
-                              f"for {len(meta['class_names'])} classes: {err}") from err
+        raise CheckpointError(
+            f"{directory / EXPORT_HEAD} does not fit the {meta['head']['kind']} head "
+            f"for {len(meta['class_names'])} classes: {err}"
+        ) from err
     classifier.eval()
     return TrainedModel(
-        classifier=classifier, class_names=list(meta["class_names"]), descriptions=dict(meta["descriptions"]),
-        image_size=tuple(meta["image_size"]), image_mean=list(meta["image_mean"]), image_std=list(meta["image_std"]),
-        config=dict(meta["config"]), source=directory, wise_alpha=meta.get("wise_alpha"),
+        classifier=classifier,
+        class_names=list(meta["class_names"]),
+        descriptions=dict(meta["descriptions"]),
+        image_size=tuple(meta["image_size"]),
+        image_mean=list(meta["image_mean"]),
+        image_std=list(meta["image_std"]),
+        config=dict(meta["config"]),
+        source=directory,
+        wise_alpha=meta.get("wise_alpha"),
     )
 
 

@@ -1,37 +1,13 @@
-"""Classification metrics (scikit-learn) and their pictures (matplotlib)."""
+"""Pictures of metrics (matplotlib): confusion and similarity matrices, and the confusion CSV."""
+
 from __future__ import annotations
 
-import json
+import csv
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-
-def classification_metrics(targets: np.ndarray, preds: np.ndarray, class_names: list[str]) -> dict[str, Any]:
-    """Accuracy, macro/weighted F1, per-class precision/recall/F1/support and the confusion matrix."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
-
-    labels = np.arange(len(class_names))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        targets, preds, labels=labels, zero_division=0
-    )
-    return {
-        "num_images": int(len(targets)),
-        "accuracy": float(accuracy_score(targets, preds)),
-        "macro_f1": float(f1_score(targets, preds, labels=labels, average="macro", zero_division=0)),
-        "weighted_f1": float(f1_score(targets, preds, labels=labels, average="weighted", zero_division=0)),
-        "per_class": {
-            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
-        },
-        "confusion_matrix": confusion_matrix(targets, preds, labels=labels).tolist(),
-    }
-
-
-def write_json(data: dict[str, Any], path: str | Path) -> None:
-    """UTF-8 JSON with class names kept readable."""
-    Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+from clipcls.io import atomic_open
 
 
 def _use_font_covering(texts: list[str]) -> None:
@@ -56,7 +32,9 @@ def _use_font_covering(texts: list[str]) -> None:
             return
 
 
-def plot_confusion(matrix: np.ndarray, class_names: list[str], path: str | Path, title: str = "Confusion matrix") -> None:
+def plot_confusion(
+    matrix: np.ndarray, class_names: list[str], path: str | Path, title: str = "Confusion matrix"
+) -> None:
     """Row-normalised confusion matrix with counts, class names on both axes."""
     import matplotlib
 
@@ -78,19 +56,19 @@ def plot_confusion(matrix: np.ndarray, class_names: list[str], path: str | Path,
     ax.set_title(title)
     for (i, j), count in np.ndenumerate(matrix):
         if count:
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
-                    color="white" if share[i, j] > 0.5 else "black")
+            ax.text(
+                j, i, str(count), ha="center", va="center", fontsize=8, color="white" if share[i, j] > 0.5 else "black"
+            )
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_open(path, "wb") as stream:
+        fig.savefig(stream, format="png", dpi=110)
     plt.close(fig)
 
 
 def write_confusion_csv(matrix: np.ndarray, class_names: list[str], path: str | Path) -> None:
     """Confusion counts as CSV: a header row of predicted classes, one row per true class (UTF-8)."""
-    import csv
-
-    with open(path, "w", encoding="utf-8", newline="") as stream:
+    with atomic_open(path) as stream:
         writer = csv.writer(stream)
         writer.writerow(["true \\ predicted", *class_names])
         for name, row in zip(class_names, np.asarray(matrix).tolist()):
@@ -119,9 +97,17 @@ def plot_similarity(matrix: np.ndarray, class_names: list[str], path: str | Path
     ax.set_title(title)
     if len(class_names) <= 25:  # beyond that the numbers no longer fit their cells
         for (i, j), value in np.ndenumerate(matrix):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                    color="black" if (value - low) / (1 - low) > 0.6 else "white")
+            ax.text(
+                j,
+                i,
+                f"{value:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="black" if (value - low) / (1 - low) > 0.6 else "white",
+            )
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="cosine similarity")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_open(path, "wb") as stream:
+        fig.savefig(stream, format="png", dpi=110)
     plt.close(fig)

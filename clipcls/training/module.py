@@ -1,6 +1,10 @@
-"""The LightningModule: wires the CLIP classifier, loss, metrics and optimiser to the Trainer."""
+"""The LightningModule: wires a built CLIP classifier, the loss, metrics and optimiser to the
+Trainer. The network itself is constructed elsewhere (`clipcls.model.classifier.build_classifier`),
+so loading, exporting and zero-shot need no Lightning."""
+
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -10,11 +14,12 @@ import torch
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from clipcls.data.dataset import Batch
 from clipcls.errors import ClipclsError
 from clipcls.model.classifier import ClipClassifier
-from clipcls.model.loading import load_clip
 from clipcls.model.loss import total_loss
 
+log = logging.getLogger("clipcls.training")
 LOSS_KEYS = ("sim_weight", "fc_weight", "label_smoothing")
 MAX_SKIPPED_STEPS_IN_A_ROW = 25  # a loss non-finite this often is divergence, not a bad batch
 
@@ -47,21 +52,16 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
 
 
 class ClipClassifierModule(pl.LightningModule):
-    """Everything a checkpoint needs to rebuild the model is in `hparams` (plain types only):
-    the resolved config, the class names in training order and their descriptions."""
+    """Trains `net`. Everything a checkpoint needs to rebuild it is in `hparams` (plain types
+    only): the resolved config, the class names in training order and their descriptions."""
 
-    def __init__(self, config: dict[str, Any], class_names: list[str], descriptions: dict[str, list[str]]) -> None:
+    def __init__(
+        self, net: ClipClassifier, config: dict[str, Any], class_names: list[str], descriptions: dict[str, list[str]]
+    ) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        parts = load_clip(config["model_name"])
-        if config.get("gradient_checkpointing"):
-            parts.model.gradient_checkpointing_enable()
-        self.image_mean, self.image_std = parts.image_mean, parts.image_std
-        self.model = ClipClassifier(
-            parts.model, parts.tokenizer, class_names, descriptions,
-            head=config["head"], head_init=config["head_init"],
-            freeze_text=config["freeze_text"], temperature=config["temperature"],
-        )
+        self.save_hyperparameters(ignore=["net"])
+        self.image_mean, self.image_std = net.image_mean, net.image_std
+        self.model = net  # the name fixes the checkpoint's state_dict prefix, "model."
         self.model.train()  # from_pretrained returns eval mode; Lightning keeps submodule modes
         self.val_metrics = _metrics(len(class_names), "val/")
         self.val_per_class = MulticlassF1Score(len(class_names), average="none")
@@ -74,13 +74,28 @@ class ClipClassifierModule(pl.LightningModule):
     def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.model(pixels)
 
-    def shared_step(self, batch) -> dict[str, torch.Tensor]:
+    def shared_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Loss, predictions and targets for a batch: one code path for train, val and test."""
-        pixels, labels, positions = batch
-        out = self.model(pixels)
-        losses = total_loss(out["text_logits"], out["head_logits"], labels,
-                            **{k: self.hparams.config[k] for k in LOSS_KEYS})
-        return {**losses, **out, "preds": out["head_logits"].argmax(1), "targets": labels, "positions": positions}
+        out = self.model(batch.pixels)
+        losses = total_loss(
+            out["text_logits"], out["head_logits"], batch.labels, **{k: self.hparams.config[k] for k in LOSS_KEYS}
+        )
+        return {
+            **losses,
+            **out,
+            "preds": out["head_logits"].argmax(1),
+            "targets": batch.labels,
+            "positions": batch.positions,
+        }
+
+    def _readable(self, batch: Batch, split: str) -> bool:
+        """Report the batch's unreadable images (they are skipped); False when none was readable."""
+        datamodule = getattr(self._trainer, "datamodule", None)
+        dataset = getattr(datamodule, f"{split}_set", None)
+        for position, reason in batch.failures:
+            path = dataset.paths[position] if dataset is not None else f"#{position}"
+            log.warning("skipping unreadable image: cannot load image %s: %s", path, reason)
+        return batch.pixels is not None
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         """Seed the step's random draws (description sampling, dropout) from (seed, step, batch):
@@ -89,16 +104,23 @@ class ClipClassifierModule(pl.LightningModule):
         key = [self.hparams.config["seed"], self.global_step, batch_idx]
         torch.manual_seed(int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0]))
 
-    def training_step(self, batch, batch_idx: int):
-        if batch is None:  # every image of the batch was unreadable (each was reported)
+    def training_step(self, batch: Batch, batch_idx: int):
+        if not self._readable(batch, "train"):  # every image of the batch was unreadable
             return None
         out = self.shared_step(batch)
         if not torch.isfinite(out["loss"]):
             return self._skip_step(batch_idx)
         self.skipped_in_a_row = 0
         batch_size = len(out["targets"])
-        self.log_dict({"train/loss": out["loss"], "train/contrastive": out["contrastive"],
-                       "train/cross_entropy": out["cross_entropy"]}, prog_bar=False, batch_size=batch_size)
+        self.log_dict(
+            {
+                "train/loss": out["loss"],
+                "train/contrastive": out["contrastive"],
+                "train/cross_entropy": out["cross_entropy"],
+            },
+            prog_bar=False,
+            batch_size=batch_size,
+        )
         self.log("train/logit_scale", self.model.logit_scale().detach(), batch_size=batch_size)
         return out["loss"]
 
@@ -133,8 +155,8 @@ class ClipClassifierModule(pl.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         self.model.clamp_logit_scale()
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        if batch is None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        if not self._readable(batch, "val"):
             return
         out = self.shared_step(batch)
         self.val_metrics.update(out["preds"], out["targets"])
@@ -157,7 +179,9 @@ class ClipClassifierModule(pl.LightningModule):
                 (no_decay if param.ndim < 2 else decay).append(param)
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": cfg["optim_weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg["lr"], betas=tuple(cfg["optim_betas"]), eps=cfg["optim_eps"],
+            lr=cfg["lr"],
+            betas=tuple(cfg["optim_betas"]),
+            eps=cfg["optim_eps"],
             fused=self._fused_optimizer() or None,
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
@@ -179,3 +203,13 @@ class ClipClassifierModule(pl.LightningModule):
             "image_std": self.image_std,
             "image_size": [self.hparams.config["img_transform_size_H"], self.hparams.config["img_transform_size_W"]],
         }
+
+
+def build_module(
+    config: dict[str, Any], class_names: list[str], descriptions: dict[str, list[str]]
+) -> ClipClassifierModule:
+    """The LightningModule around the classifier `config` describes, as a training run makes it."""
+    from clipcls.model.classifier import build_classifier
+
+    net = build_classifier(config, class_names, descriptions)
+    return ClipClassifierModule(net, config, class_names, descriptions)

@@ -3,6 +3,7 @@
 Self-contained means one file that opens anywhere, offline and forever: every picture is
 embedded as a base64 data URI, there is no script and no external style sheet or font.
 """
+
 from __future__ import annotations
 
 import base64
@@ -13,6 +14,8 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from clipcls.io import atomic_open, atomic_write_text
 
 MAX_MISCLASSIFIED = 48  # thumbnails in the grid; enough to see patterns, small enough to load fast
 THUMBNAIL_PX = 128
@@ -53,7 +56,7 @@ def png_img(path: str | Path, alt: str) -> str:
 
 def thumbnail_uri(path: str | Path, size: int = THUMBNAIL_PX) -> str | None:
     """A small JPEG of an image file as a data URI; None if the file cannot be read."""
-    from clipcls.data.images import ImageLoadError, load_image
+    from clipcls.data.images import ImageLoadError, load_image  # Pillow only: no torch
 
     try:
         image = load_image(path, draft_size=(size, size))
@@ -63,6 +66,21 @@ def thumbnail_uri(path: str | Path, size: int = THUMBNAIL_PX) -> str | None:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=82)
     return data_uri(buffer.getvalue(), "image/jpeg")
+
+
+def html_table(items: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str, str]]) -> str:
+    """An HTML table of dicts, one row each; `columns` are (key, header, format), where format "s"
+    is left-aligned text and anything else a number format such as ".4f"."""
+    head = "".join(f'<th class="name">{_esc(h)}</th>' if f == "s" else f"<th>{_esc(h)}</th>" for _, h, f in columns)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="name">{_esc(item[k])}</td>' if f == "s" else f"<td>{item[k]:{f}}</td>" for k, _, f in columns
+        )
+        + "</tr>"
+        for item in items
+    )
+    return f"<table><tr>{head}</tr>{body}</table>" if items else "<p>None.</p>"
 
 
 def _headline(metrics_by_scorer: Mapping[str, Mapping[str, Any]]) -> str:
@@ -88,14 +106,16 @@ def _per_class(metrics_by_scorer: Mapping[str, Mapping[str, Any]], class_names: 
     for name in class_names:
         stats = [metrics_by_scorer[s]["per_class"][name] for s in scorers]
         cells = "".join(
-            f'<td>{c["precision"]:.3f}</td><td>{c["recall"]:.3f}</td>'
+            f"<td>{c['precision']:.3f}</td><td>{c['recall']:.3f}</td>"
             f'<td class="{_f1_class(c["f1"])}">{c["f1"]:.3f}</td>'
             for c in stats
         )
         rows.append(f'<tr><td class="name">{_esc(name)}</td><td>{stats[0]["support"]}</td>{cells}</tr>')
-    return (f'<table><tr><th class="name" rowspan="2">class</th><th rowspan="2">images</th>{top}</tr>'
-            f'<tr>{sub}</tr>{"".join(rows)}</table>'
-            '<p class="note">F1 below 0.5 is shaded red, below 0.8 yellow.</p>')
+    return (
+        f'<table><tr><th class="name" rowspan="2">class</th><th rowspan="2">images</th>{top}</tr>'
+        f"<tr>{sub}</tr>{''.join(rows)}</table>"
+        '<p class="note">F1 below 0.5 is shaded red, below 0.8 yellow.</p>'
+    )
 
 
 def _confusions(confusion_png_paths: Mapping[str, str | Path]) -> str:
@@ -122,7 +142,7 @@ def _misclassified(misclassified: Sequence[tuple[str | Path, str, str, float]]) 
         figures.append(
             f'<figure title="{_esc(path)}">{image}<figcaption>true: <b>{_esc(true)}</b><br>'
             f'<span class="wrong">predicted: <b>{_esc(predicted)}</b> ({probability:.2f})</span><br>'
-            f'{_esc(Path(path).name)}</figcaption></figure>'
+            f"{_esc(Path(path).name)}</figcaption></figure>"
         )
     shown = min(len(ordered), MAX_MISCLASSIFIED)
     note = f"{len(ordered)} misclassified; the {shown} most confident shown (probability of the predicted class)."
@@ -182,7 +202,8 @@ def plot_curves(csv_path: str | Path, out_path: str | Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
+    with atomic_open(out_path, "wb") as stream:
+        fig.savefig(stream, format="png", dpi=100)
     plt.close(fig)
     return Path(out_path)
 
@@ -232,5 +253,5 @@ def write_report(
         f"<body><h1>{_esc(title)}</h1>{_facts(facts or {})}{body}</body></html>\n"
     )
     path = out_dir / "report.html"
-    path.write_text(page, encoding="utf-8")
+    atomic_write_text(page, path)
     return path

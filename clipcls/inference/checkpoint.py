@@ -1,67 +1,26 @@
-"""Checkpoint files: atomic writes and safe (weights-only) reads.
+"""Checkpoint files: atomic writes and safe (weights-only) reads, without Lightning.
 
 A checkpoint is written to a temporary file in the same directory, flushed to disk, then
 renamed over the target, so a crash, a kill or a full disk never leaves a half-written file at
 the final path: readers see the previous file or the whole new one. Reading never unpickles
 arbitrary objects: `torch.load(weights_only=True)`, with no fallback.
 """
+
 from __future__ import annotations
 
 import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from clipcls.errors import ClipclsError
+from clipcls.io import atomic_write_bytes
 
 
 class CheckpointError(ClipclsError, RuntimeError):
     """A checkpoint that cannot be read, naming the file."""
-
-
-TEMP_GLOB = ".*.tmp"  # what atomic_write_bytes leaves behind if the process is killed mid-write
-
-
-def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> None:
-    """Write `data` to `path` so readers see the old file or the whole new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)  # make the rename itself survive a power cut
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # platforms (Windows) that cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
-    """Delete temporary files a killed writer left in `directory`; returns what was removed."""
-    stale = sorted(Path(directory).glob(TEMP_GLOB)) if Path(directory).is_dir() else []
-    for tmp in stale:
-        tmp.unlink(missing_ok=True)
-    return stale
 
 
 def save_checkpoint_file(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
@@ -104,16 +63,3 @@ def describe_load_error(err: Exception) -> str:
         what = refused[0].split(" was not an allowed global")[0]
         return f"it holds Python objects other than tensors and plain data, which could run code; refused ({what})"
     return f"{type(err).__name__}: {lines[0]}"
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO with atomic saves and weights-only loads."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
-                        storage_options: Any | None = None) -> None:
-        save_checkpoint_file(checkpoint, path)
-
-    def load_checkpoint(self, path: str | os.PathLike, map_location: Any | None = None,
-                        weights_only: bool | None = None) -> dict[str, Any]:
-        # always weights-only, whatever the caller asks for
-        return load_checkpoint_file(path, map_location or "cpu")

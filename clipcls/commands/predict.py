@@ -1,0 +1,140 @@
+"""`clipcls predict`: classify new images with a trained model and write a CSV.
+
+Inputs are streamed through the shared loader and each batch's rows are written as soon as it is
+scored (flat memory). The CSV and the list of unreadable files go to temporary files renamed only
+when every image has been seen, so an interrupted run never leaves a half CSV that looks complete.
+Nothing on this path imports Lightning or torchmetrics, and `--help` imports no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from clipcls.commands.common import add_loader_args, add_scorer_arg, run_command
+from clipcls.errors import EXIT_OK, EXIT_PARTIAL
+
+if TYPE_CHECKING:
+    from clipcls.inference.prediction_csv import RunSummary
+
+FORMATS = ("full", "submission")  # = clipcls.inference.prediction_csv.FORMATS
+
+EPILOG = """\
+MODEL is a checkpoint (.ckpt), a run directory (its best checkpoint) or an export directory.
+INPUTS are image files, folders (searched recursively, hidden entries skipped) or quoted globs
+("photos/**/*.jpg"). Files named on the command line are always tried; inside folders only files
+with an image extension are, and other files are listed as skipped.
+
+Output (--format full): path, prediction, probability, then top1, top1_probability ... topK.
+Output (--format submission): id,label with id = the file name without its extension.
+Files that could not be predicted are listed with the reason in OUT.errors.csv (path,error).
+
+Exit status:
+  0  every input file was predicted
+  1  some files were unreadable or not images: rows were written for the rest, the others are
+     listed in OUT.errors.csv
+  2  bad usage, an input path that does not exist, no images found, or a model that cannot be
+     loaded; nothing is written
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `clipcls predict`; the exit statuses are in its epilog."""
+    parser = argparse.ArgumentParser(
+        prog="clipcls predict",
+        description="Predict classes for image files, folders or globs; write a CSV.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", help="checkpoint, run directory or export directory")
+    parser.add_argument("inputs", nargs="+", help="image files, folders or globs")
+    parser.add_argument("--out", required=True, type=Path, help="CSV to write (replaced atomically)")
+    parser.add_argument("--top-k", type=int, default=3, help="classes listed per image (default 3)")
+    add_scorer_arg(parser, "head (default), text (description similarity) or their ensemble")
+    parser.add_argument(
+        "--format", choices=FORMATS, default="full", help="full (path, prediction, top-k) or submission (id,label)"
+    )
+    parser.add_argument(
+        "--extra-classes",
+        type=Path,
+        default=None,
+        help="YAML of class -> description(s) to add at predict time (forces --scorer text)",
+    )
+    add_loader_args(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`clipcls predict ...`; returns the exit status documented in --help."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # workers fork after the tokenizer ran
+    return run_command(build_parser(), run, argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate, load, stream the predictions, then report what could not be read."""
+    from clipcls.data.descriptions import read_descriptions
+    from clipcls.data.index import PathTable
+    from clipcls.data.inputs import collect_inputs
+    from clipcls.data.loaders import inference_loader
+    from clipcls.inference.prediction_csv import stream_predictions
+    from clipcls.inference.predictor import PredictError, Predictor
+    from clipcls.inference.trained_model import load_trained
+    from clipcls.io import atomic_open
+
+    if args.top_k < 1:
+        raise PredictError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.out.is_dir():
+        raise PredictError(f"--out {args.out} is a directory; give the CSV file to write")
+    found = collect_inputs(args.inputs)
+    if not found.paths:
+        raise PredictError(f"no image files found in {', '.join(args.inputs)}")
+    extra = read_descriptions(args.extra_classes) if args.extra_classes else None
+    model = load_trained(args.model)
+    predictor = Predictor(model, args.device, args.scorer, extra)
+    if extra and args.scorer != "text":
+        print(
+            f"note: --extra-classes scores every class by description similarity (--scorer text), "
+            f"not {args.scorer}: the head knows only the trained classes",
+            file=sys.stderr,
+        )
+    top_k = min(args.top_k, len(predictor.class_names))
+    paths = PathTable(found.paths)
+    loader = inference_loader(
+        paths,
+        None,
+        model.image_size,
+        model.image_mean,
+        model.image_std,
+        args.batch_size,
+        args.workers,
+        predictor.device,
+    )
+    out = args.out
+    errors_path = out.with_name(out.name + ".errors.csv")
+    with atomic_open(out) as handle, atomic_open(errors_path) as err_handle:
+        summary = stream_predictions(predictor, loader, paths, found.skipped, handle, err_handle, args.format, top_k)
+    if summary.errors == 0:
+        errors_path.unlink(missing_ok=True)  # no errors: no errors file (and no stale one from before)
+    report(summary, out, errors_path)
+    return EXIT_PARTIAL if summary.errors else EXIT_OK
+
+
+def report(summary: RunSummary, out: Path, errors_path: Path) -> None:
+    """One line for the output, and the unreadable files (first ten) on stderr."""
+    print(f"wrote {summary.rows} predictions to {out}", file=sys.stderr)
+    if summary.duplicate_ids:
+        print(
+            f"warning: {summary.duplicate_ids} row(s) repeat an id already written (same file name in "
+            "different folders); a submission needs unique ids",
+            file=sys.stderr,
+        )
+    if not summary.errors:
+        return
+    print(f"{summary.errors} file(s) could not be predicted; all are listed in {errors_path}:", file=sys.stderr)
+    for path, reason in summary.first_errors:
+        print(f"  {path}: {reason}", file=sys.stderr)
+    if summary.errors > len(summary.first_errors):
+        print(f"  ... and {summary.errors - len(summary.first_errors)} more", file=sys.stderr)

@@ -1,0 +1,90 @@
+"""Prediction CSVs, streamed: each batch's rows are written as soon as it is scored, so memory
+stays flat however many images there are."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from clipcls.data.dataset import Batch
+from clipcls.data.index import PathTable
+from clipcls.inference.predictor import Predictor
+
+FORMATS = ("full", "submission")
+
+
+def csv_header(fmt: str, top_k: int) -> list[str]:
+    """Column names of the full or submission CSV."""
+    if fmt == "submission":
+        return ["id", "label"]
+    tops = [col for i in range(1, top_k + 1) for col in (f"top{i}", f"top{i}_probability")]
+    return ["path", "prediction", "probability", *tops]
+
+
+def csv_rows(paths: list[str], probs: np.ndarray, names: list[str], fmt: str, top_k: int) -> list[list[Any]]:
+    """One row per image: the best class and its probability, then the top-k (sorted)."""
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+    rows = []
+    for path, p, top in zip(paths, probs, order):
+        if fmt == "submission":
+            rows.append([Path(path).stem, names[top[0]]])
+            continue
+        tops = [v for c in top for v in (names[c], f"{p[c]:.6f}")]
+        rows.append([path, names[top[0]], f"{p[top[0]]:.6f}", *tops])
+    return rows
+
+
+@dataclass
+class RunSummary:
+    """What a predict run wrote: rows, unreadable/skipped files (the first few kept for stderr),
+    and ids that occur more than once in a submission."""
+
+    rows: int = 0
+    errors: int = 0
+    first_errors: list[tuple[str, str]] = field(default_factory=list)
+    duplicate_ids: int = 0
+
+    def add_error(self, writer: Any, path: str, reason: str) -> None:
+        """One line of the errors CSV; the first ten are kept for the stderr summary."""
+        writer.writerow([path, reason])
+        self.errors += 1
+        if len(self.first_errors) < 10:
+            self.first_errors.append((path, reason))
+
+
+def stream_predictions(
+    predictor: Predictor,
+    loader: Iterable[Batch],
+    paths: PathTable,
+    skipped: list[tuple[str, str]],
+    out: TextIO,
+    errors: TextIO,
+    fmt: str,
+    top_k: int,
+) -> RunSummary:
+    """Score batch after batch, writing rows (and error lines) as each batch finishes."""
+    writer, error_writer = csv.writer(out), csv.writer(errors)
+    writer.writerow(csv_header(fmt, top_k))
+    error_writer.writerow(["path", "error"])
+    summary, seen_ids = RunSummary(), set()
+    for path, reason in skipped:
+        summary.add_error(error_writer, path, reason)
+    for batch in loader:
+        for position, reason in batch.failures:
+            summary.add_error(error_writer, paths[position], reason)
+        if batch.pixels is None:
+            continue
+        probs = predictor.probabilities(predictor.logits(batch.pixels))
+        rows = csv_rows([paths[int(i)] for i in batch.positions], probs, predictor.class_names, fmt, top_k)
+        writer.writerows(rows)
+        summary.rows += len(rows)
+        if fmt == "submission":
+            ids = [row[0] for row in rows]
+            summary.duplicate_ids += sum(i in seen_ids for i in ids) + len(ids) - len(set(ids))
+            seen_ids.update(ids)
+    return summary

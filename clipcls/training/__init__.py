@@ -1,0 +1,1 @@
+"""Training on PyTorch Lightning: the LightningModule, data module, callbacks, Trainer and a run."""

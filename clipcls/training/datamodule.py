@@ -1,0 +1,50 @@
+"""The LightningDataModule: training and validation loaders for a run's splits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from clipcls.data.dataset import ImageDataset
+from clipcls.data.loaders import balance_cpu_threads, default_workers, make_loader
+from clipcls.data.samplers import EpochSeededRandomSampler, build_sampler
+from clipcls.data.splits import Splits
+from clipcls.data.transforms import build_transform
+
+
+class ClipDataModule(pl.LightningDataModule):
+    """Train and validation loaders built from the splits and the model's normalisation."""
+
+    def __init__(self, data: Splits, cfg: dict[str, Any], mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.data, self.cfg = data, cfg
+        size = (cfg["img_transform_size_H"], cfg["img_transform_size_W"])
+        train_transform = build_transform(size, mean, std, cfg["augment"])
+        self.train_set = ImageDataset.from_index(data.train, train_transform, draft_size=size[::-1])
+        self.val_set = ImageDataset.from_index(
+            data.val, build_transform(size, mean, std, "none"), draft_size=size[::-1]
+        )
+        self.workers = default_workers(cfg["num_workers"])
+
+    def setup(self, stage: str) -> None:
+        """When the CPUs run the model, split them between loader workers and its threads."""
+        from pytorch_lightning.accelerators import CPUAccelerator
+
+        if self.trainer is not None and isinstance(self.trainer.accelerator, CPUAccelerator):
+            processes = self.trainer.num_devices
+            self.workers = default_workers(self.cfg["num_workers"], cpu_compute=True, processes=processes)
+            balance_cpu_threads(self.workers, processes)
+
+    def train_dataloader(self) -> DataLoader:
+        num_classes = len(self.data.class_names)
+        sampler = build_sampler(self.cfg["sampler"], self.data.train.labels, num_classes, self.cfg["seed"])
+        if sampler is None and getattr(self.trainer, "world_size", 1) == 1:
+            # (with several processes Lightning's DistributedSampler shuffles by (seed, epoch) itself)
+            sampler = EpochSeededRandomSampler(self.train_set, self.cfg["seed"])
+        batch = num_classes if self.cfg["sampler"] == "per_class" else self.cfg["batch_size"]
+        return make_loader(self.train_set, batch, self.workers, sampler=sampler, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return make_loader(self.val_set, self.cfg["batch_size"], self.workers)
