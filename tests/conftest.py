@@ -91,3 +91,15 @@ def make_module(cfg: dict, class_names: list[str], descriptions: dict[str, list[
     from clipcls.training.module import build_module
 
     return build_module(cfg, class_names, descriptions)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked `gpu` need CUDA: skipped, with the reason, on machines without it."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
