@@ -22,9 +22,9 @@ def test_two_images_of_one_class_are_both_positives_for_its_text():
     labels = torch.tensor([0, 0, 1])
     rows = [[math.exp(v) for v in row] for row in logits.tolist()]
     image_side = sum(-math.log(rows[i][int(labels[i])] / sum(rows[i])) for i in range(3)) / 3
-    # text 0 over images (1, 1, 0): target (1/2, 1/2, 0); text 1 over (0, 0, 2): target (0, 0, 1)
-    z0 = 2 * math.e + 1
-    text0 = -(0.5 * math.log(math.e / z0) + 0.5 * math.log(math.e / z0))
+    # text 0 over images (1, 1, 0): positives 0 and 1 share 2e / (2e + 1) of its softmax;
+    # text 1 over (0, 0, 2): its one positive has e^2 / (2 + e^2)
+    text0 = -math.log(2 * math.e / (2 * math.e + 1))
     text1 = -math.log(math.exp(2) / (2 + math.exp(2)))
     expected = (image_side + (text0 + text1) / 2) / 2
     assert class_aware_contrastive(logits, labels).item() == pytest.approx(expected, abs=1e-6)
@@ -53,3 +53,41 @@ def test_total_loss_weights_and_label_smoothing():
     contrastive = class_aware_contrastive(text, labels)
     assert out["cross_entropy"].item() == pytest.approx(ce.item(), abs=1e-6)
     assert out["loss"].item() == pytest.approx(0.25 * contrastive.item() + 0.75 * ce.item(), abs=1e-6)
+
+
+def test_no_positive_is_pushed_away_from_its_own_text_at_clip_scale():
+    """A realistic batch (32 images, 19 classes, several images per class) at CLIP's scale of
+    100: every image's own-class logit gets a gradient that raises it. The uniform soft target
+    1/n_c pushed the best-aligned positives away (their softmax share exceeds 1/n_c)."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 19, (32,), generator=generator)
+    cosines = 0.2 + 0.05 * torch.randn(32, 19, generator=generator)
+    cosines[torch.arange(32), labels] += 0.05 * torch.rand(32, generator=generator)  # positives a bit closer
+    logits = (100 * cosines).requires_grad_(True)
+    assert (torch.bincount(labels) > 1).sum() >= 5  # several classes with several images
+    class_aware_contrastive(logits, labels).backward()
+    own = logits.grad[torch.arange(32), labels]
+    assert (own < 0).all(), f"{int((own >= 0).sum())} of 32 images pushed away from their own text"
+
+
+def test_text_side_is_the_log_of_the_summed_positive_softmax():
+    logits = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    image_side = F.cross_entropy(logits, labels)
+    p0 = torch.softmax(logits[:, 0], 0)
+    p1 = torch.softmax(logits[:, 1], 0)
+    text_side = (-torch.log(p0[0] + p0[1]) - torch.log(p1[2])) / 2
+    expected = (image_side + text_side) / 2
+    assert class_aware_contrastive(logits, labels).item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_losses_are_float32_from_bf16_logits():
+    """Under bf16 autocast the logits may arrive in bf16: both losses are computed in float32."""
+    torch.manual_seed(0)
+    text = (100 * torch.rand(8, 5)).to(torch.bfloat16)
+    head = (100 * torch.rand(8, 5)).to(torch.bfloat16)
+    labels = torch.tensor([0, 1, 2, 3, 4, 0, 1, 1])
+    out = total_loss(text, head, labels, sim_weight=0.5, fc_weight=0.5, label_smoothing=0.1)
+    assert out["loss"].dtype == torch.float32
+    expected = total_loss(text.float(), head.float(), labels, sim_weight=0.5, fc_weight=0.5, label_smoothing=0.1)
+    assert out["loss"].item() == pytest.approx(expected["loss"].item(), abs=1e-6)

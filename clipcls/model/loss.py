@@ -7,21 +7,25 @@ import torch.nn.functional as F
 
 
 def class_aware_contrastive(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Symmetric contrastive loss between B images and C class descriptions.
+    """Symmetric contrastive loss between B images and C class descriptions, in float32.
 
     `logits` is (B, C): scaled cosine similarity of every image with every class text. The
-    image->text side is a cross-entropy over the C classes. The text->image side treats every
-    image of a class in the batch as a positive for that class's text (uniform soft target), so
-    no image is pushed away from the identical text of its own class. Texts of classes absent
-    from the batch have no positive and are left out of that side. With one image per class
-    (the seed's sampler) this is exactly the N x N symmetric cross-entropy.
+    image->text side is a cross-entropy over the C classes. On the text->image side every image
+    of a class in the batch is a positive for that class's text, and the loss is multi-positive:
+    `-log sum_{i in pos} softmax_i`. Its gradient on a positive's logit is `p_i (1 - 1/P)` with
+    P the positives' summed share, never positive, so no image is pushed away from its own
+    class's text. (A uniform soft target 1/n_c pushes away every positive whose share exceeds
+    1/n_c: at CLIP's scale of 100 the best-aligned ones.) Texts of classes absent from the batch
+    have no positive and are left out of that side. With one image per class (the seed's sampler)
+    this is exactly the N x N symmetric cross-entropy.
     """
+    logits = logits.float()  # bf16 logits near 100 are quantised to 0.5
     image_to_text = F.cross_entropy(logits, labels)
-    one_hot = F.one_hot(labels, logits.shape[1]).to(logits.dtype).T  # (C, B)
-    present = one_hot.sum(dim=1) > 0
-    targets = one_hot[present] / one_hot[present].sum(dim=1, keepdim=True)
-    log_probs = F.log_softmax(logits.T[present], dim=1)  # each text over the batch's images
-    text_to_image = -(targets * log_probs).sum(dim=1).mean()
+    positive = F.one_hot(labels, logits.shape[1]).T.bool()  # (C, B)
+    present = positive.any(dim=1)
+    per_text = logits.T[present]  # each present text over the batch's images
+    positives = per_text.masked_fill(~positive[present], float("-inf"))
+    text_to_image = (torch.logsumexp(per_text, dim=1) - torch.logsumexp(positives, dim=1)).mean()
     return (image_to_text + text_to_image) / 2
 
 
@@ -33,9 +37,12 @@ def total_loss(
     fc_weight: float,
     label_smoothing: float,
 ) -> dict[str, torch.Tensor]:
-    """`sim_weight * contrastive + fc_weight * cross_entropy`, with both parts for logging."""
+    """`sim_weight * contrastive + fc_weight * cross_entropy`, with both parts for logging.
+
+    Both parts are computed in float32 whatever the autocast dtype: smoothed targets and
+    softmaxes in bf16 no longer sum to 1."""
     contrastive = class_aware_contrastive(text_logits, labels)
-    cross_entropy = F.cross_entropy(head_logits, labels, label_smoothing=label_smoothing)
+    cross_entropy = F.cross_entropy(head_logits.float(), labels, label_smoothing=label_smoothing)
     return {
         "loss": sim_weight * contrastive + fc_weight * cross_entropy,
         "contrastive": contrastive.detach(),
