@@ -63,6 +63,17 @@ def tiny_cfg(root: Path, yaml_file: Path, output_dir: Path) -> dict:
     return cfg
 
 
+def train_tiny_run(root: Path) -> Path:
+    """Train the tiny CLIP for one epoch at 32 px on the colour folders (a few seconds on CPU);
+    returns the run directory, root/runs/test."""
+    from cfg import CFG
+    from clipcls.commands.train import main
+
+    cfg = tiny_cfg(*make_dataset(root), root / "runs")
+    assert main(cfg_argv(cfg), CFG) == 0
+    return root / "runs" / "test"
+
+
 @pytest.fixture
 def dataset(tmp_path: Path) -> tuple[Path, Path]:
     return make_dataset(tmp_path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -14,10 +13,9 @@ import torch
 from PIL import Image
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from cfg import CFG
 from clipcls.commands.evaluate import main as evaluate_main
 from clipcls.commands.zeroshot import main as zeroshot_main
-from tests.conftest import cfg_argv, make_folder
+from tests.conftest import make_folder, train_tiny_run
 
 MODEL_ORDER = ["green", "red", "곰팡이"]  # sorted folder names: the order training saves
 
@@ -25,36 +23,7 @@ MODEL_ORDER = ["green", "red", "곰팡이"]  # sorted folder names: the order tr
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """One trained run (tiny CLIP, 32 px, one epoch) shared by every test of the module."""
-    from clipcls.commands.train import main as train_main
-
-    tmp = tmp_path_factory.mktemp("evalrun")
-    root = make_folder(tmp / "train")
-    yaml_file = tmp / "descriptions.yaml"
-    yaml_file.write_text(
-        '"red": a red square\n"green": [a green square, green noise]\n"곰팡이": 파란색 사각형\n', encoding="utf-8"
-    )
-    cfg = dataclasses.asdict(CFG())
-    cfg.update(
-        train_dataset_dir=str(root),
-        class_description_yaml_file=str(yaml_file),
-        model_name="tiny",
-        img_transform_size_W=32,
-        img_transform_size_H=32,
-        batch_size=8,
-        epochs=1,
-        num_workers=0,
-        output_dir=str(tmp / "runs"),
-        run_name="test",
-        lr=1e-3,
-        augment="none",
-        accelerator="cpu",
-        devices=1,
-        log_every_n_steps=1,
-        checkpoint_every_n_steps=None,
-    )
-    cfg["optim_betas"] = list(cfg["optim_betas"])
-    assert train_main(cfg_argv(cfg), CFG) == 0
-    return tmp / "runs" / "test"
+    return train_tiny_run(tmp_path_factory.mktemp("evalrun"))
 
 
 @pytest.fixture(scope="module")

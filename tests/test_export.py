@@ -11,25 +11,14 @@ import pytest
 import torch
 
 import clipcls
-from cfg import CFG
 from clipcls.commands import export
 from clipcls.inference.checkpoint import CheckpointError
 from clipcls.inference.predictor import load_predictor
 from clipcls.inference.trained_model import load_trained
 from clipcls.model.wise import initial_classifier
-from tests.conftest import CLASSES, cfg_argv, make_dataset, tiny_cfg
+from tests.conftest import CLASSES, train_tiny_run
 
 TOL = 1e-5
-
-
-def train_tiny_run(root: Path) -> Path:
-    """Train the tiny CLIP for one epoch at 32 px on conftest's colour folders (a few seconds
-    on CPU); returns the run directory."""
-    from clipcls.commands.train import main
-
-    cfg = tiny_cfg(*make_dataset(root), root / "runs")
-    assert main(cfg_argv(cfg), CFG) == 0
-    return root / "runs" / "test"
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from clipcls.commands import predict
 from clipcls.data.images import ImageLoadError, load_image
 from clipcls.errors import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL
 from clipcls.inference.predictor import Predictor, load_predictor
-from tests.test_export import train_tiny_run
+from tests.conftest import train_tiny_run
 
 
 @pytest.fixture(scope="module")

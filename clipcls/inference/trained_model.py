@@ -98,17 +98,7 @@ def load_trained(path: str | Path, map_location: str = "cpu") -> TrainedModel:
         raise CheckpointError(
             f"{ckpt_path}: its weights do not fit {hparams['config']['model_name']!r}: {str(err).splitlines()[0]}"
         ) from err
-    classifier.eval()
-    return TrainedModel(
-        classifier=classifier,
-        class_names=list(meta["class_names"]),
-        descriptions=dict(meta["descriptions"]),
-        image_size=tuple(meta["image_size"]),
-        image_mean=list(meta["image_mean"]),
-        image_std=list(meta["image_std"]),
-        config=dict(hparams["config"]),
-        source=ckpt_path,
-    )
+    return _trained(classifier, meta, hparams["config"], ckpt_path)
 
 
 def read_export_meta(directory: str | Path) -> dict[str, Any]:
@@ -160,17 +150,27 @@ def load_export(directory: str | Path) -> TrainedModel:
             f"{directory / EXPORT_HEAD} does not fit the {meta['head']['kind']} head "
             f"for {len(meta['class_names'])} classes: {err}"
         ) from err
-    classifier.eval()
+    return _trained(classifier, meta, meta["config"], directory, meta.get("wise_alpha"))
+
+
+def _trained(
+    classifier: ClipClassifier,
+    meta: dict[str, Any],
+    config: dict[str, Any],
+    source: Path,
+    wise_alpha: float | None = None,
+) -> TrainedModel:
+    """A TrainedModel in eval mode from the facts a checkpoint or export records (`meta`)."""
     return TrainedModel(
-        classifier=classifier,
+        classifier=classifier.eval(),
         class_names=list(meta["class_names"]),
         descriptions=dict(meta["descriptions"]),
         image_size=tuple(meta["image_size"]),
         image_mean=list(meta["image_mean"]),
         image_std=list(meta["image_std"]),
-        config=dict(meta["config"]),
-        source=directory,
-        wise_alpha=meta.get("wise_alpha"),
+        config=dict(config),
+        source=source,
+        wise_alpha=wise_alpha,
     )
 
 
