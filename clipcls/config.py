@@ -30,9 +30,9 @@ def build_parser(cfg_class: type, prog: str = "train.py"):
     return parser
 
 
-def parse_config(cfg_class: type, argv: list[str] | None) -> dict[str, Any]:
+def parse_config(cfg_class: type, argv: list[str] | None, prog: str = "train.py") -> dict[str, Any]:
     """CFG as edited, overridden by `--config` files and flags, validated; a plain dict."""
-    parser = build_parser(cfg_class)
+    parser = build_parser(cfg_class, prog)
     namespace = parser.parse_args(argv)
     values = {f.name: namespace[f.name] for f in dataclasses.fields(cfg_class)}
     values = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}

@@ -14,12 +14,15 @@ def main(argv: list[str] | None = None, cfg_class: type | None = None) -> int:
     command uses clipcls.cfg.CFG, the same file); returns the exit status (2 for bad input)."""
     from clipcls.config import parse_config
 
-    if cfg_class is None:
+    prog = "train.py"
+    if cfg_class is None:  # `clipcls train`
         from clipcls.cfg import CFG as cfg_class
+
+        prog = "clipcls train"
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     def run() -> int:
-        cfg = parse_config(cfg_class, argv)  # before torch is imported: --help stays instant
+        cfg = parse_config(cfg_class, argv, prog)  # before torch is imported: --help stays instant
         from clipcls.training.run import train
 
         return train(cfg)
