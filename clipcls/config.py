@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from clipcls.errors import ClipclsError
+
+log = logging.getLogger("clipcls.config")
 
 
 class ConfigError(ClipclsError, ValueError):
@@ -37,6 +40,7 @@ def parse_config(cfg_class: type, argv: list[str] | None, prog: str = "train.py"
     values = {f.name: namespace[f.name] for f in dataclasses.fields(cfg_class)}
     values = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
     validate(values)
+    warn_suspicious(values)
     return absolute_paths(values)
 
 
@@ -89,6 +93,18 @@ def validate(cfg: dict[str, Any]) -> None:
             raise ConfigError(f"invalid value for {key}: {cfg[key]!r}")
     if cfg["sim_weight"] + cfg["fc_weight"] <= 0:
         raise ConfigError("sim_weight and fc_weight are both 0: nothing to train")
+
+
+def warn_suspicious(cfg: dict[str, Any]) -> None:
+    """Values that are valid but almost certainly not what was meant."""
+    temperature = cfg.get("temperature")
+    if temperature is not None and temperature < 1:
+        log.warning(
+            "temperature=%g is a multiplier of cosine similarities, not a divisor: CLIP's learned scale "
+            "is 100 (1/0.07 = 14.3 at its start); below 1 (or near the seed's 1.07) the softmax over "
+            "cosines in [-1, 1] is almost flat. Leave it null to use the checkpoint's scale.",
+            temperature,
+        )
 
 
 def save_config(cfg: dict[str, Any], path: str | Path) -> None:
