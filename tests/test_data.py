@@ -69,18 +69,20 @@ def test_separate_validation_dir_keeps_training_class_order(base_cfg, tmp_path):
 def test_per_class_sampler_gives_one_image_of_every_class_per_group():
     labels = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2])
     sampler = PerClassSampler(labels, num_classes=3, seed=0)
-    order = list(sampler)
+    order = [draw.index for draw in sampler]
     assert len(order) == len(sampler) == 9
     for group in range(3):
         assert sorted(labels[order[group * 3 : (group + 1) * 3]].tolist()) == [0, 1, 2]
-    assert list(sampler) != order  # a new epoch draws anew
+    sampler.set_epoch(1)
+    assert [draw.index for draw in sampler] != order  # a new epoch draws anew
 
 
 def test_balanced_sampler_evens_out_the_classes():
     labels = np.array([0] * 90 + [1] * 10)
-    drawn = labels[list(build_sampler("balanced", labels, 2, seed=0))]
+    drawn = labels[[draw.index for draw in build_sampler("balanced", labels, 2, seed=0)]]
     assert len(drawn) == 100 and 0.35 < drawn.mean() < 0.65
-    assert build_sampler("random", labels, 2, seed=0) is None
+    shuffled = [draw.index for draw in build_sampler("random", labels, 2, seed=0)]
+    assert sorted(shuffled) == list(range(100)) and shuffled != list(range(100))
 
 
 def test_dataset_skips_unreadable_images_and_collates_the_rest(tmp_path):

@@ -62,14 +62,26 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> Sample:
+    def __getitem__(self, key: int | tuple[int, int]) -> Sample:
+        """Image `key`, or (index, draw seed) from a training sampler: then the random transform
+        draws from that seed, so the sample's augmentation does not depend on which loader
+        worker makes it or on what was drawn before (a resumed run repeats it exactly)."""
+        i, seed = key if isinstance(key, tuple) else (key, None)
         label = UNLABELLED if self.labels is None else int(self.labels[i])
         try:
-            return Sample(self.transform(load_image(self.paths[i], draft_size=self.draft_size)), label, i, None)
+            return Sample(self._pixels(i, seed), label, i, None)
         except ImageLoadError as err:
             return Sample(None, label, i, err.reason)
         except Exception as err:  # noqa: BLE001 - a transform failure must not kill the worker
             return Sample(None, label, i, f"{type(err).__name__}: {err}")
+
+    def _pixels(self, i: int, seed: int | None) -> torch.Tensor:
+        image = load_image(self.paths[i], draft_size=self.draft_size)
+        if seed is None:
+            return self.transform(image)
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream stays untouched
+            torch.manual_seed(seed)
+            return self.transform(image)
 
 
 def collate_samples(samples: list[Sample]) -> Batch:

@@ -1,76 +1,141 @@
 """Training samplers: shuffling, class-balanced and the seed's one-image-per-class groups.
 
-Every sampler's order depends only on (seed, epoch), so a resumed run sees the same order as an
-uninterrupted one.
+Every sampler's order depends only on (seed, epoch), is split between the processes of a DDP run
+by the sampler itself, and can leave out the samples a checkpoint had already trained on. So a run
+killed mid-epoch and resumed sees the same samples as one never interrupted, on one process or
+several. Each index comes with a draw seed from (seed, epoch, position in the epoch's order): the
+dataset seeds the sample's augmentation with it, wherever (whichever loader worker) it is drawn.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import RandomSampler, Sampler, WeightedRandomSampler
+from torch.utils.data import Sampler
 
 
-class EpochSeededRandomSampler(RandomSampler):
-    """Shuffling whose order depends only on (seed, epoch), as DistributedSampler's does.
+class Draw(NamedTuple):
+    """A dataset index and the seed of its random transform."""
 
-    Lightning calls `set_epoch` before every epoch, so a resumed run sees the same order as an
-    uninterrupted one; a plain shuffle draws from the global RNG, which a resume does not restore.
-    After a mid-epoch resume, `skip` leaves out the samples the checkpoint had already trained on.
+    index: int
+    seed: int
+
+
+class EpochSampler(Sampler[Draw]):
+    """An epoch's order as a function of (seed, epoch), this process's share of it, minus a skip.
+
+    Lightning calls `set_epoch` before every epoch. `skip` ({epoch: samples}) is set after a
+    mid-epoch resume; it applies to this process's share and only once. Subclasses define the
+    whole epoch's order (`order`) and the unit that goes to one process (`unit`).
     """
 
-    def __init__(self, data_source, seed: int) -> None:
-        super().__init__(data_source, generator=torch.Generator())
-        self.seed = seed
-        self.skip: dict[int, int] = {}  # epoch -> samples of its order already trained on
-        self.set_epoch(0)
+    unit = 1  # indices kept together when the order is split between processes
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.generator.manual_seed(self.seed + epoch)
-
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(super().__iter__(), self.skip.pop(self.epoch, 0), None)
-
-
-class PerClassSampler(Sampler[int]):
-    """The seed's sampler: each group of C indices holds one random image of every class.
-
-    Use with batch_size = C. An epoch has as many groups as fit the dataset's size.
-    """
-
-    def __init__(self, labels: np.ndarray, num_classes: int, seed: int = 0) -> None:
-        self.by_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
-        self.groups = max(1, len(labels) // num_classes)
-        self.seed = seed
+    def __init__(self, length: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.length, self.seed, self.rank, self.world_size = length, seed, rank, world_size
         self.epoch = 0
+        self.skip: dict[int, int] = {}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The whole epoch's indices, for all processes."""
+        raise NotImplementedError
+
+    def _units(self) -> int:
+        """Units per process: the epoch's units padded to a multiple of the process count, as
+        DistributedSampler does, so that every process takes the same number of steps."""
+        return -(-self.length // self.unit // self.world_size)
 
     def __len__(self) -> int:
-        return self.groups * len(self.by_class)
+        return self._units() * self.unit
+
+    def shard(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """This process's (indices, draw seeds) of the epoch, before any skip."""
+        order = self.order(epoch)
+        seeds = np.random.SeedSequence((self.seed, epoch)).generate_state(len(order), dtype=np.uint64) >> 1
+        units = order.reshape(-1, self.unit)
+        total = self._units() * self.world_size
+        take = np.arange(total) % len(units)  # wrap around to pad, like DistributedSampler
+        mine = take[self.rank :: self.world_size]
+        positions = (mine[:, None] * self.unit + np.arange(self.unit)).ravel()
+        return order[positions], seeds[positions]
+
+    def __iter__(self) -> Iterator[Draw]:
+        indices, seeds = self.shard(self.epoch)
+        start = self.skip.pop(self.epoch, 0)
+        return (Draw(int(i), int(s)) for i, s in zip(indices[start:], seeds[start:]))
+
+
+class RandomOrderSampler(EpochSampler):
+    """Every image once per epoch, shuffled."""
+
+    def order(self, epoch: int) -> np.ndarray:
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        return torch.randperm(self.length, generator=generator).numpy()
+
+
+class BalancedSampler(EpochSampler):
+    """As many draws as images, each class equally likely (with replacement)."""
+
+    def __init__(self, labels: np.ndarray, num_classes: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(len(labels), seed, rank, world_size)
+        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+        self.weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.double)
+
+    def order(self, epoch: int) -> np.ndarray:
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        return torch.multinomial(self.weights, self.length, replacement=True, generator=generator).numpy()
+
+
+class PerClassSampler(EpochSampler):
+    """The seed's sampler: each group of C indices holds one random image of every class.
+
+    Use with batch_size = C. An epoch has as many groups as fit the dataset's size; under DDP
+    whole groups go to each process, so every process's batch holds one image of every class.
+    """
+
+    def __init__(self, labels: np.ndarray, num_classes: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.by_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
+        groups = max(1, len(labels) // num_classes)
+        super().__init__(groups * num_classes, seed, rank, world_size)
+        self.unit = num_classes
+
+    def order(self, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng((self.seed, epoch))
+        groups = self.length // self.unit
+        return np.array(
+            [rng.choice(self.by_class[c]) for _ in range(groups) for c in rng.permutation(len(self.by_class))],
+            dtype=np.int64,
+        )
+
+
+def build_sampler(
+    kind: str, labels: np.ndarray, num_classes: int, seed: int, rank: int = 0, world_size: int = 1
+) -> EpochSampler:
+    """The training sampler: shuffled, class-balanced or per-class groups; this process's share."""
+    if kind == "random":
+        return RandomOrderSampler(len(labels), seed, rank, world_size)
+    if kind == "balanced":
+        return BalancedSampler(labels, num_classes, seed, rank, world_size)
+    if kind == "per_class":
+        return PerClassSampler(labels, num_classes, seed, rank, world_size)
+    raise ValueError(f"unknown sampler {kind!r}: expected random, balanced or per_class")
+
+
+class ShardSampler(Sampler[int]):
+    """Evaluation order for one of several processes: every `world_size`-th index from `rank`,
+    with no padding, so that metrics gathered over the processes count each image once."""
+
+    def __init__(self, length: int, rank: int = 0, world_size: int = 1) -> None:
+        self.indices = range(rank, length, world_size)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
     def __iter__(self) -> Iterator[int]:
-        rng = np.random.default_rng((self.seed, self.epoch))
-        self.epoch += 1
-        for _ in range(self.groups):
-            for members in rng.permutation(len(self.by_class)):
-                yield int(rng.choice(self.by_class[members]))
-
-
-def build_sampler(kind: str, labels: np.ndarray, num_classes: int, seed: int) -> Sampler | None:
-    """None (plain shuffling), class-balanced weighted sampling, or the per-class sampler."""
-    if kind == "random":
-        return None
-    if kind == "balanced":
-        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-        weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.double)
-        generator = torch.Generator().manual_seed(seed)
-        return WeightedRandomSampler(weights, num_samples=len(labels), replacement=True, generator=generator)
-    if kind == "per_class":
-        return PerClassSampler(labels, num_classes, seed)
-    raise ValueError(f"unknown sampler {kind!r}: expected random, balanced or per_class")
+        return iter(self.indices)

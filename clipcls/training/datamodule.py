@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from clipcls.data.dataset import ImageDataset
 from clipcls.data.loaders import balance_cpu_threads, default_workers, make_loader
-from clipcls.data.samplers import EpochSeededRandomSampler, build_sampler
+from clipcls.data.samplers import ShardSampler, build_sampler
 from clipcls.data.splits import Splits
 from clipcls.data.transforms import build_transform
 
@@ -37,14 +37,20 @@ class ClipDataModule(pl.LightningDataModule):
             self.workers = default_workers(self.cfg["num_workers"], cpu_compute=True, processes=processes)
             balance_cpu_threads(self.workers, processes)
 
+    def _process(self) -> tuple[int, int]:
+        """(rank, world size): the samplers split the data between processes themselves (the
+        Trainer's use_distributed_sampler is off), so that a mid-epoch resume can skip exactly."""
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
     def train_dataloader(self) -> DataLoader:
         num_classes = len(self.data.class_names)
-        sampler = build_sampler(self.cfg["sampler"], self.data.train.labels, num_classes, self.cfg["seed"])
-        if sampler is None and getattr(self.trainer, "world_size", 1) == 1:
-            # (with several processes Lightning's DistributedSampler shuffles by (seed, epoch) itself)
-            sampler = EpochSeededRandomSampler(self.train_set, self.cfg["seed"])
+        labels = self.data.train.labels
+        sampler = build_sampler(self.cfg["sampler"], labels, num_classes, self.cfg["seed"], *self._process())
         batch = num_classes if self.cfg["sampler"] == "per_class" else self.cfg["batch_size"]
-        return make_loader(self.train_set, batch, self.workers, sampler=sampler, shuffle=True)
+        return make_loader(self.train_set, batch, self.workers, sampler=sampler)
 
-    def val_dataloader(self) -> DataLoader:
-        return make_loader(self.val_set, self.cfg["batch_size"], self.workers)
+    def val_dataloader(self, shard: bool = True) -> DataLoader:
+        """This process's share of the validation images (all of them with shard=False)."""
+        sampler = ShardSampler(len(self.val_set), *(self._process() if shard else (0, 1)))
+        return make_loader(self.val_set, self.cfg["batch_size"], self.workers, sampler=sampler)

@@ -191,7 +191,7 @@ def finalize_run(trainer, module, datamodule, run_dir: Path) -> dict[str, Any]:
     best = best_checkpoint(trainer)
     if best is not None:
         module.load_state_dict(load_checkpoint_file(best)["state_dict"])
-    outputs = run_inference(module.model, datamodule.val_dataloader(), module.device)
+    outputs = run_inference(module.model, datamodule.val_dataloader(shard=False), module.device)
     metrics = classification_metrics(outputs["targets"], outputs["head_logits"].argmax(1), module.class_names)
     metrics = {
         "checkpoint": str(best) if best else None,

@@ -61,6 +61,7 @@ def build_trainer(cfg: dict[str, Any], run_dir: Path) -> pl.Trainer:
         logger=loggers,
         log_every_n_steps=cfg["log_every_n_steps"],
         plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # the datamodule's samplers split the data (exact mid-epoch resume)
         deterministic=False,
         enable_model_summary=False,
     )
