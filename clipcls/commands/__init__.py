@@ -18,6 +18,7 @@ COMMANDS = {
     "evaluate": ("clipcls.commands.evaluate", "score a checkpoint, run directory or export on a labelled folder"),
     "zeroshot": ("clipcls.commands.zeroshot", "score un-fine-tuned CLIP using only the class descriptions"),
     "predict": ("clipcls.commands.predict", "predict classes for files, a folder or a glob; write a CSV"),
+    "compare": ("clipcls.commands.compare", "zero-shot CLIP vs the fine-tune on one or more labelled folders"),
     "export": ("clipcls.commands.export", "write a self-contained HuggingFace-format model directory"),
     "demo-data": ("clipcls.commands.demo_data", "generate the built-in wallpaper-defect demo data set"),
 }
