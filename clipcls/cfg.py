@@ -25,6 +25,7 @@ class CFG:
     sampler: Literal["random", "balanced", "per_class"] = "random"  # per_class = seed's 1 image/class/step
     batch_size: int = 32  # images per step per device (per_class sampler: number of classes)
     num_workers: int | None = None  # loader workers; None = min(8, CPUs) with a GPU, CPUs // 4 on CPU
+    decode: Literal["cpu", "gpu"] = "cpu"  # gpu = training JPEGs decoded/augmented on the device (unmeasured: cpu)
 
     # --- model ---
     model_name: str = "openai/clip-vit-base-patch32"  # Hub name, local directory, or "tiny" (offline)
@@ -33,6 +34,7 @@ class CFG:
     freeze_text: bool = True  # keep the text tower frozen (its class embeddings computed once)
     temperature: float | None = None  # fixed logit scale; None = checkpoint's learned scale (<= 100)
     gradient_checkpointing: bool = False  # trade compute for memory in both towers
+    compile: bool = False  # torch.compile the image tower for training (first steps compile)
 
     # --- loss ---
     sim_weight: float = 0.5  # weight of the class-aware image-description contrastive loss

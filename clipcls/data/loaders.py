@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Sampler
@@ -70,15 +70,16 @@ def make_loader(
     sampler: Sampler | None = None,
     shuffle: bool = False,
     pin_memory: bool | None = None,
+    collate_fn: Callable = collate_samples,
 ) -> DataLoader:
-    """A DataLoader of `Batch`es that keeps its workers between epochs."""
+    """A DataLoader of `Batch`es (or what `collate_fn` makes) that keeps its workers between epochs."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         shuffle=shuffle and sampler is None,
         num_workers=workers,
-        collate_fn=collate_samples,
+        collate_fn=collate_fn,
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         persistent_workers=workers > 0,
         drop_last=False,

@@ -29,14 +29,21 @@ def build_transform(size: tuple[int, int], mean: list[float], std: list[float], 
     The whole image is kept (no random crop): a defect can sit anywhere, and cropping it away
     would teach the wrong label. Augmentation runs on uint8 tensors, before the float cast.
     """
+    steps: list = [v2.ToImage(), v2.Resize(size, antialias=True), *augmentation_steps(augment)]
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    return v2.Compose(steps)
+
+
+def augmentation_steps(augment: str) -> list[torch.nn.Module]:
+    """The random steps of `augment`, applied to resized uint8 images: shared by the CPU transform
+    and the on-device decoder (`clipcls.data.device_decode`), so both draw the same augmentation."""
     if augment not in AUGMENTATIONS:
         raise ValueError(f"unknown augment {augment!r}: expected one of {AUGMENTATIONS}")
-    steps: list = [v2.ToImage(), v2.Resize(size, antialias=True)]
+    steps: list[torch.nn.Module] = []
     if augment != "none":
         steps += [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(), RandomQuarterTurn()]
     if augment == "trivialaugment":
         steps.append(v2.TrivialAugmentWide())
     elif augment == "randaugment":
         steps.append(v2.RandAugment())
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
-    return v2.Compose(steps)
+    return steps

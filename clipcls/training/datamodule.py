@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from clipcls.data.dataset import ImageDataset
+from clipcls.data.device_decode import DeviceDecoder, EncodedBatch, EncodedImageDataset, collate_encoded
 from clipcls.data.loaders import balance_cpu_threads, default_workers, make_loader
 from clipcls.data.samplers import ShardSampler, build_sampler
 from clipcls.data.splits import Splits
@@ -27,6 +28,10 @@ class ClipDataModule(pl.LightningDataModule):
             data.val, build_transform(size, mean, std, "none"), draft_size=size[::-1]
         )
         self.workers = default_workers(cfg["num_workers"])
+        self.decoder = None  # decode: gpu -> workers read files, the device decodes training images
+        if cfg.get("decode", "cpu") == "gpu":
+            self.train_set = EncodedImageDataset.from_index(data.train)
+            self.decoder = DeviceDecoder(size, mean, std, cfg["augment"])
 
     def setup(self, stage: str) -> None:
         """When the CPUs run the model, split them between loader workers and its threads."""
@@ -48,7 +53,17 @@ class ClipDataModule(pl.LightningDataModule):
         labels = self.data.train.labels
         sampler = build_sampler(self.cfg["sampler"], labels, num_classes, self.cfg["seed"], *self._process())
         batch = num_classes if self.cfg["sampler"] == "per_class" else self.cfg["batch_size"]
-        return make_loader(self.train_set, batch, self.workers, sampler=sampler)
+        return make_loader(self.train_set, batch, self.workers, sampler=sampler, **self._collation())
+
+    def _collation(self) -> dict[str, Any]:
+        """With the device decoder, batches of file bytes, not pinned (nvjpeg reads host memory)."""
+        return {} if self.decoder is None else {"collate_fn": collate_encoded, "pin_memory": False}
+
+    def transfer_batch_to_device(self, batch: Any, device, dataloader_idx: int) -> Any:
+        """Training batches of file bytes are decoded, augmented and normalised on the device."""
+        if isinstance(batch, EncodedBatch):
+            return self.decoder(batch, device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def val_dataloader(self, shard: bool = True) -> DataLoader:
         """This process's share of the validation images (all of them with shard=False)."""

@@ -212,4 +212,6 @@ def build_module(
     from clipcls.model.classifier import build_classifier
 
     net = build_classifier(config, class_names, descriptions)
+    if config.get("compile"):  # in place, so parameter names (and checkpoints) stay the same
+        net.clip.vision_model.compile()
     return ClipClassifierModule(net, config, class_names, descriptions)
