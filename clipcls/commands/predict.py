@@ -15,15 +15,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clipcls.commands.common import add_loader_args, add_scorer_arg, run_command
-from clipcls.errors import EXIT_OK, EXIT_PARTIAL
+from clipcls.errors import EXIT_OK, EXIT_PARTIAL, ClipclsError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from clipcls.data.index import PathTable
+    from clipcls.inference.onnx_predictor import OnnxPredictor
     from clipcls.inference.prediction_csv import RunSummary
+    from clipcls.inference.predictor import Predictor
 
 FORMATS = ("full", "submission")  # = clipcls.inference.prediction_csv.FORMATS
 
+
+class PredictUsageError(ClipclsError, ValueError):
+    """A bad predict option or input, naming it (defined here rather than beside the torch
+    Predictor, so that predicting with an ONNX export imports no torch)."""
+
+
 EPILOG = """\
-MODEL is a checkpoint (.ckpt), a run directory (its best checkpoint) or an export directory.
+MODEL is a checkpoint (.ckpt), a run directory (its best checkpoint) or an export directory
+(HuggingFace format, or ONNX / OpenVINO: run without torch by onnxruntime / openvino on the CPU).
 INPUTS are image files, folders (searched recursively, hidden entries skipped) or quoted globs
 ("photos/**/*.jpg"). Files named on the command line are always tried; inside folders only files
 with an image extension are, and other files are listed as skipped.
@@ -75,22 +87,40 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Validate, load, stream the predictions, then report what could not be read."""
-    from clipcls.data.descriptions import read_descriptions
     from clipcls.data.index import PathTable
     from clipcls.data.inputs import collect_inputs
-    from clipcls.data.loaders import inference_loader
+    from clipcls.inference.onnx_predictor import is_graph_export
     from clipcls.inference.prediction_csv import stream_predictions
-    from clipcls.inference.predictor import PredictError, Predictor
-    from clipcls.inference.trained_model import load_trained
     from clipcls.io import atomic_open
 
     if args.top_k < 1:
-        raise PredictError(f"--top-k must be >= 1, got {args.top_k}")
+        raise PredictUsageError(f"--top-k must be >= 1, got {args.top_k}")
     if args.out.is_dir():
-        raise PredictError(f"--out {args.out} is a directory; give the CSV file to write")
+        raise PredictUsageError(f"--out {args.out} is a directory; give the CSV file to write")
     found = collect_inputs(args.inputs)
     if not found.paths:
-        raise PredictError(f"no image files found in {', '.join(args.inputs)}")
+        raise PredictUsageError(f"no image files found in {', '.join(args.inputs)}")
+    paths = PathTable(found.paths)
+    setup = graph_setup if is_graph_export(args.model) else torch_setup
+    predictor, loader = setup(args, paths)
+    top_k = min(args.top_k, len(predictor.class_names))
+    out = args.out
+    errors_path = out.with_name(out.name + ".errors.csv")
+    with atomic_open(out) as handle, atomic_open(errors_path) as err_handle:
+        summary = stream_predictions(predictor, loader, paths, found.skipped, handle, err_handle, args.format, top_k)
+    if summary.errors == 0:
+        errors_path.unlink(missing_ok=True)  # no errors: no errors file (and no stale one from before)
+    report(summary, out, errors_path)
+    return EXIT_PARTIAL if summary.errors else EXIT_OK
+
+
+def torch_setup(args: argparse.Namespace, paths: PathTable) -> tuple[Predictor, Iterable]:
+    """The PyTorch predictor for a checkpoint, run directory or HF export, and its loader."""
+    from clipcls.data.descriptions import read_descriptions
+    from clipcls.data.loaders import inference_loader
+    from clipcls.inference.predictor import Predictor
+    from clipcls.inference.trained_model import load_trained
+
     extra = read_descriptions(args.extra_classes) if args.extra_classes else None
     model = load_trained(args.model)
     predictor = Predictor(model, args.device, args.scorer, extra)
@@ -100,8 +130,6 @@ def run(args: argparse.Namespace) -> int:
             f"not {args.scorer}: the head knows only the trained classes",
             file=sys.stderr,
         )
-    top_k = min(args.top_k, len(predictor.class_names))
-    paths = PathTable(found.paths)
     loader = inference_loader(
         paths,
         None,
@@ -112,14 +140,34 @@ def run(args: argparse.Namespace) -> int:
         args.workers,
         predictor.device,
     )
-    out = args.out
-    errors_path = out.with_name(out.name + ".errors.csv")
-    with atomic_open(out) as handle, atomic_open(errors_path) as err_handle:
-        summary = stream_predictions(predictor, loader, paths, found.skipped, handle, err_handle, args.format, top_k)
-    if summary.errors == 0:
-        errors_path.unlink(missing_ok=True)  # no errors: no errors file (and no stale one from before)
-    report(summary, out, errors_path)
-    return EXIT_PARTIAL if summary.errors else EXIT_OK
+    return predictor, loader
+
+
+def graph_setup(args: argparse.Namespace, paths: PathTable) -> tuple[OnnxPredictor, Iterable]:
+    """The ONNX Runtime / OpenVINO predictor for a graph export and its torch-free loader. The
+    description embeddings are baked into the graph, so classes cannot be added here."""
+    from clipcls.data.array_batches import array_batches
+    from clipcls.inference.onnx_predictor import OnnxPredictor, compute_threads
+
+    if args.extra_classes:
+        raise PredictUsageError(
+            f"--extra-classes needs the text tower, which an ONNX/OpenVINO export ({args.model}) does not "
+            "hold; use the run directory or a HuggingFace export"
+        )
+    if args.device not in ("auto", "cpu"):
+        raise PredictUsageError(f"--device {args.device}: an ONNX/OpenVINO export runs on the CPU here")
+    workers = args.workers if args.workers is not None else default_cpu_workers()
+    predictor = OnnxPredictor(args.model, args.scorer, threads=compute_threads(workers))
+    return predictor, array_batches(paths, predictor.preprocessing.load, args.batch_size, workers)
+
+
+def default_cpu_workers() -> int:
+    """Decoding processes when the CPU also runs the model: a quarter of the CPUs, as
+    `clipcls.data.loaders.default_workers` gives the torch path (0 on 2 cores: in-line)."""
+    try:
+        return len(os.sched_getaffinity(0)) // 4
+    except AttributeError:  # macOS, Windows
+        return (os.cpu_count() or 1) // 4
 
 
 def report(summary: RunSummary, out: Path, errors_path: Path) -> None:

@@ -1,5 +1,6 @@
 """Prediction CSVs, streamed: each batch's rows are written as soon as it is scored, so memory
-stays flat however many images there are."""
+stays flat however many images there are. Torch-free: it drives the torch Predictor and the ONNX
+one (`clipcls.inference.onnx_predictor`) alike."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ import csv
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from clipcls.data.dataset import Batch
 from clipcls.data.index import PathTable
-from clipcls.inference.predictor import Predictor
+
+if TYPE_CHECKING:  # both import torch; the ONNX path must not
+    from clipcls.data.dataset import Batch
+    from clipcls.inference.predictor import Predictor
 
 FORMATS = ("full", "submission")
 
@@ -58,8 +61,8 @@ class RunSummary:
 
 
 def stream_predictions(
-    predictor: Predictor,
-    loader: Iterable[Batch],
+    predictor: Predictor,  # or an OnnxPredictor: the same preprocess/logits/probabilities
+    loader: Iterable[Batch],  # or ArrayBatch (clipcls.data.array_batches)
     paths: PathTable,
     skipped: list[tuple[str, str]],
     out: TextIO,

@@ -1,0 +1,228 @@
+"""Predict with an ONNX or OpenVINO export (`clipcls export --format onnx|openvino`) and no torch.
+
+An inspection PC next to a camera often has no PyTorch; this path needs numpy, Pillow and the
+runtime (onnxruntime or openvino) only. The export's graph maps normalised pixels to the class
+probabilities of every scorer (head, text, ensemble) with the description embeddings baked in,
+and `preprocessing.json` beside it says how to make those pixels. This module reproduces that
+preprocessing in numpy; nothing here imports torch (a test checks `sys.modules`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from clipcls.data.images import load_image, to_rgb
+from clipcls.errors import ClipclsError
+from clipcls.optional import require
+
+GRAPH_META = "clipcls_graph.json"  # marks an ONNX/OpenVINO export directory
+PREPROCESSING = "preprocessing.json"
+GRAPH_FORMAT_VERSION = 1
+INPUT_NAME = "pixels"
+OUTPUT_NAMES = ("head", "text", "ensemble")  # = clipcls.inference.scoring.SCORERS (a test checks)
+RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino"}
+
+
+class GraphExportError(ClipclsError, ValueError):
+    """An ONNX/OpenVINO export that cannot be read or used, naming the file or option."""
+
+
+def is_graph_export(path: str | os.PathLike) -> bool:
+    """True for a directory written by `clipcls export --format onnx|openvino`."""
+    return (Path(path) / GRAPH_META).is_file()
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`, or a GraphExportError naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise GraphExportError(f"cannot read {path}: {err}") from err
+    if not isinstance(data, dict):
+        raise GraphExportError(f"{path}: expected a JSON object")
+    return data
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How the export's input is made: resize the whole upright RGB image to H x W (bilinear,
+    antialiased, aspect not kept, no crop: a defect may sit anywhere), scale to [0, 1],
+    normalise by mean/std, channels first. The same steps as training's evaluation transform."""
+
+    size: tuple[int, int]  # (H, W)
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def to_json(self) -> dict[str, Any]:
+        """The contents of preprocessing.json: enough to rebuild the input in any language."""
+        return {
+            "height": self.size[0],
+            "width": self.size[1],
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "resize": "stretch",  # the whole image to height x width; aspect ratio not kept
+            "interpolation": "bilinear",
+            "antialias": True,
+            "crop": None,
+            "color": "RGB",  # EXIF-rotated upright, alpha flattened on white
+            "scale": 1 / 255,  # uint8 -> [0, 1] before (x - mean) / std
+            "layout": "NCHW",
+            "dtype": "float32",
+            "input": INPUT_NAME,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: Path) -> Preprocessing:
+        """Read preprocessing.json back; a missing key is an error naming it and the file."""
+        try:
+            size = (int(data["height"]), int(data["width"]))
+            return cls(size, tuple(map(float, data["mean"])), tuple(map(float, data["std"])))
+        except (KeyError, TypeError, ValueError) as err:
+            raise GraphExportError(f"{source}: bad or missing preprocessing key {err}") from err
+
+    @property
+    def draft_size(self) -> tuple[int, int]:
+        """(W, H): the reduced-size JPEG decode `load_image` may use, as the torch path does."""
+        return self.size[1], self.size[0]
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """An RGB PIL image as a (3, H, W) float32 array."""
+        resized = image.resize(self.draft_size, Image.Resampling.BILINEAR)
+        array = np.asarray(resized, dtype=np.float32) * np.float32(1 / 255)
+        array = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+    def load(self, path: str | os.PathLike) -> np.ndarray:
+        """A file as model input; an unreadable one raises ImageLoadError naming it."""
+        return self(load_image(path, draft_size=self.draft_size))
+
+
+def compute_threads(workers: int = 0) -> int:
+    """Threads for the runtime: OMP_NUM_THREADS when set, else the CPUs the loader workers leave
+    free (oversubscribed cores slow every operation, as in `clipcls.data.loaders`)."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cpus = os.cpu_count() or 1
+    return max(1, cpus - workers)
+
+
+class OnnxRuntimeSession:
+    """The graph run by onnxruntime on the CPU."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        ort = require("onnxruntime", "running an ONNX export")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        values = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: pixels})
+        return dict(zip(OUTPUT_NAMES, values))
+
+
+class OpenVinoSession:
+    """The graph compiled by OpenVINO for the CPU, in fp32 (OpenVINO would otherwise pick bf16 on
+    CPUs that have it, and the probabilities would no longer match PyTorch's)."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        ov = require("openvino", "running an OpenVINO export")
+        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
+        self.model = ov.Core().compile_model(str(path), "CPU", config)
+        self.request = self.model.create_infer_request()
+
+    def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        results = self.request.infer({INPUT_NAME: pixels})
+        return {name: np.array(results[self.model.output(name)]) for name in OUTPUT_NAMES}
+
+
+@dataclass
+class GraphPrediction:
+    """Scores for a list of images, rows in input order (like `Predictor.predict`'s Prediction)."""
+
+    class_names: list[str]
+    probabilities: np.ndarray  # (N, C) of the chosen scorer
+    labels: list[str]
+    scorer: str = "head"
+
+
+class OnnxPredictor:
+    """An ONNX or OpenVINO export ready to score images, with the methods `stream_predictions`
+    and the server call on the torch Predictor: `preprocess`, `logits` (here: the graph's
+    outputs, already probabilities), `probabilities` and `predict`."""
+
+    def __init__(self, directory: str | os.PathLike, scorer: str = "head", threads: int | None = None) -> None:
+        self.directory = Path(directory)
+        self.meta = read_graph_meta(self.directory)
+        self.preprocessing = Preprocessing.from_json(
+            read_json(self.directory / PREPROCESSING), self.directory / PREPROCESSING
+        )
+        self.class_names: list[str] = list(self.meta["class_names"])
+        self.scorer = self.resolve_scorer(scorer)
+        self.runtime = self.meta["runtime"]
+        model_file = self.directory / self.meta["model_file"]
+        if not model_file.is_file():
+            raise GraphExportError(f"{model_file} is missing (named in {self.directory / GRAPH_META})")
+        session = OnnxRuntimeSession if self.runtime == "onnxruntime" else OpenVinoSession
+        self.session = session(model_file, threads or compute_threads())
+
+    def resolve_scorer(self, scorer: str | None = None) -> str:
+        """`scorer`, or the predictor's own, checked against the graph's outputs."""
+        scorer = scorer or self.scorer
+        if scorer not in OUTPUT_NAMES:
+            raise GraphExportError(f"unknown scorer {scorer!r}: expected one of {', '.join(OUTPUT_NAMES)}")
+        return scorer
+
+    def preprocess(self, image: str | os.PathLike | Image.Image) -> np.ndarray:
+        """One image (path or PIL image) as a (3, H, W) input; a bad file raises ImageLoadError."""
+        if isinstance(image, Image.Image):
+            return self.preprocessing(to_rgb(ImageOps.exif_transpose(image)))
+        return self.preprocessing.load(image)
+
+    def logits(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's outputs for a (N, 3, H, W) batch: probabilities of every scorer."""
+        return self.session.run(np.ascontiguousarray(pixels, dtype=np.float32))
+
+    def probabilities(self, outputs: dict[str, np.ndarray], scorer: str | None = None) -> np.ndarray:
+        """The chosen scorer's (N, C) probabilities from `logits`' outputs."""
+        return outputs[self.resolve_scorer(scorer)]
+
+    def predict(
+        self, images: Sequence[str | os.PathLike | Image.Image], batch_size: int = 32, scorer: str | None = None
+    ) -> GraphPrediction:
+        """Score images (paths or PIL images) in batches; an unreadable file raises ImageLoadError."""
+        used = self.resolve_scorer(scorer)
+        chunks = [np.zeros((0, len(self.class_names)), np.float32)]
+        for start in range(0, len(images), batch_size):
+            pixels = np.stack([self.preprocess(img) for img in images[start : start + batch_size]])
+            chunks.append(self.probabilities(self.logits(pixels), used))
+        probs = np.concatenate(chunks)
+        return GraphPrediction(self.class_names, probs, [self.class_names[i] for i in probs.argmax(1)], used)
+
+
+def read_graph_meta(directory: Path) -> dict[str, Any]:
+    """clipcls_graph.json, checked for a format version and runtime this code can use."""
+    path = directory / GRAPH_META
+    meta = read_json(path)
+    if meta.get("format_version") != GRAPH_FORMAT_VERSION:
+        raise GraphExportError(
+            f"{path}: unsupported export format version {meta.get('format_version')!r} "
+            f"(this clipcls reads version {GRAPH_FORMAT_VERSION})"
+        )
+    if meta.get("runtime") not in RUNTIMES.values():
+        raise GraphExportError(f"{path}: unknown runtime {meta.get('runtime')!r}")
+    for key in ("class_names", "model_file"):
+        if key not in meta:
+            raise GraphExportError(f"{path}: missing key {key!r}")
+    return meta
