@@ -17,7 +17,7 @@ PACKAGES = {
     "nncf": "nncf",
     "fastapi": "fastapi",
     "uvicorn": "uvicorn",
-    "multipart": "python-multipart",
+    "python_multipart": "python-multipart",
     "mlflow": "mlflow-skinny",
     "wandb": "wandb",
 }

@@ -1,4 +1,4 @@
-"""The `clipcls` command (also `python -m clipcls`): train, evaluate, zeroshot, predict, export,
+"""The `clipcls` command (also `python -m clipcls`): train, evaluate, zeroshot, predict, export, serve,
 demo-data.
 
 Commands parse arguments, print and return exit statuses; the work they share lives in the
@@ -19,7 +19,8 @@ COMMANDS = {
     "zeroshot": ("clipcls.commands.zeroshot", "score un-fine-tuned CLIP using only the class descriptions"),
     "predict": ("clipcls.commands.predict", "predict classes for files, a folder or a glob; write a CSV"),
     "compare": ("clipcls.commands.compare", "zero-shot CLIP vs the fine-tune on one or more labelled folders"),
-    "export": ("clipcls.commands.export", "write a self-contained HuggingFace-format model directory"),
+    "export": ("clipcls.commands.export", "write a model as a HuggingFace directory, or an ONNX / OpenVINO graph"),
+    "serve": ("clipcls.commands.serve", "serve a model over HTTP: POST /predict, GET /health"),
     "demo-data": ("clipcls.commands.demo_data", "generate the built-in wallpaper-defect demo data set"),
 }
 
