@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 
 EXIT_OK, EXIT_PARTIAL, EXIT_ERROR = 0, 1, 2  # partial: some inputs failed, the rest were done
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
 class ClipclsError(Exception):
@@ -27,3 +28,6 @@ def exit_status(run: Callable[[], int | None]) -> int:
     except (ClipclsError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERROR
+    except KeyboardInterrupt:  # Ctrl-C outside training (which saves and returns 130 itself)
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -15,23 +15,28 @@ from tests.conftest import cfg_argv
 ROOT = Path(__file__).resolve().parents[1]
 
 # `python train.py ARGS`, with every training step slowed down and recorded (its global step, one
-# line each, in PROGRESS), so a test can kill the process at a known point of an epoch.
+# line each, in PROGRESS), so a test can kill the process at a known point of an epoch. With
+# HOLD >= 0 the step at that global step writes PROGRESS.held and then waits there for good: a
+# test that waits for that file kills the process at exactly that step, whatever the machine's speed.
 SLOW_TRAIN = """
 import runpy, sys, time
 from pathlib import Path
 from clipcls.training.module import ClipClassifierModule
 
-progress, delay = Path(sys.argv[1]), float(sys.argv[2])
+progress, delay, hold = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 original = ClipClassifierModule.training_step
 
 def slow_step(self, batch, batch_idx):
     with progress.open("a") as f:
         f.write(f"{self.global_step}\\n")
+    if self.global_step == hold:
+        Path(f"{progress}.held").write_text(str(hold))
+        time.sleep(3600)
     time.sleep(delay)
     return original(self, batch, batch_idx)
 
 ClipClassifierModule.training_step = slow_step
-sys.argv = ["train.py", *sys.argv[3:]]
+sys.argv = ["train.py", *sys.argv[4:]]
 runpy.run_path("train.py", run_name="__main__")
 """
 
@@ -42,12 +47,15 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def start_slow_training(cfg: dict, progress: Path, log: Path, delay: float = 0.3) -> subprocess.Popen:
-    """Start `python train.py` on `cfg` in a child process, each step taking at least `delay` s.
+def start_slow_training(
+    cfg: dict, progress: Path, log: Path, delay: float = 0.3, hold_at: int = -1
+) -> subprocess.Popen:
+    """Start `python train.py` on `cfg` in a child process, each step taking at least `delay` s;
+    the step at global step `hold_at` writes `progress`.held and never ends.
 
     The child leads a new process group (its pid is the group id), as a job under a scheduler
     does, so a test can signal it together with its DataLoader workers."""
-    command = [sys.executable, "-c", SLOW_TRAIN, str(progress), str(delay), *cfg_argv(cfg)]
+    command = [sys.executable, "-c", SLOW_TRAIN, str(progress), str(delay), str(hold_at), *cfg_argv(cfg)]
     with log.open("wb") as out:
         return subprocess.Popen(
             command, cwd=ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True

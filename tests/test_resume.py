@@ -46,13 +46,13 @@ def test_kill_9_mid_epoch_then_resume_last_continues(base_cfg, tmp_path):
     cfg = {**base_cfg, "batch_size": 4, "epochs": 2, "checkpoint_every_n_steps": 2}
     last = run_dir_of(cfg) / "checkpoints" / "last.ckpt"
     progress, log = tmp_path / "progress.txt", tmp_path / "train.log"
-    proc = start_slow_training(cfg, progress, log)
-    # kill inside the epoch, while a step after the saved one is running
-    wait_for(lambda: saved_step(last) >= 2 and max(steps_started(progress), default=-1) > saved_step(last), proc, log)
+    proc = start_slow_training(cfg, progress, log, hold_at=3)
+    # kill inside the epoch, while step 3 runs (last.ckpt was written after step 2)
+    wait_for(lambda: Path(f"{progress}.held").exists(), proc, log)
     os.killpg(proc.pid, signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
     killed = load_checkpoint_file(last)  # the atomic writer left a whole file
-    assert killed["epoch"] == 0 and 0 < batches_done(killed) < 5, "not killed mid-epoch"
+    assert killed["global_step"] == 2 and killed["epoch"] == 0 and 0 < batches_done(killed) < 5
     killed_lr = killed["lr_schedulers"][0]["_last_lr"][0]
 
     before = lr_rows(run_dir_of(cfg))  # what the killed process had flushed to metrics.csv
@@ -155,5 +155,40 @@ def test_sigterm_saves_a_resumable_checkpoint_and_exits_143(base_cfg, tmp_path):
     saved = load_checkpoint_file(last)
     assert saved["global_step"] == max(steps_started(progress)) + 1
     assert saved["epoch"] == 0 and 0 < batches_done(saved) < 5
+    assert run(cfg, "--resume", "last") == 0
+    assert load_checkpoint_file(last)["global_step"] == 10
+
+
+# --- issue 13, item 2: Ctrl-C -------------------------------------------------------------------
+def test_ctrl_c_saves_a_resumable_checkpoint_and_exits_130(base_cfg, tmp_path):
+    # 5 steps an epoch, no step checkpoints; 2 loader workers, which a terminal's Ctrl-C reaches too
+    cfg = {**base_cfg, "batch_size": 4, "epochs": 2, "num_workers": 2}
+    last = run_dir_of(cfg) / "checkpoints" / "last.ckpt"
+    progress, log = tmp_path / "progress.txt", tmp_path / "train.log"
+    proc = start_slow_training(cfg, progress, log)
+    wait_for(lambda: max(steps_started(progress), default=-1) >= 2, proc, log)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground process group
+    assert proc.wait(timeout=60) == 130, log.read_text(errors="replace")[-3000:]
+    output = log.read_text(errors="replace")
+    assert f"interrupted: checkpoint saved in {last}; resume with: python train.py --resume last" in output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output
+    saved = load_checkpoint_file(last)  # the running step was finished, then saved mid-epoch
+    assert saved["global_step"] == max(steps_started(progress)) + 1
+    assert saved["epoch"] == 0 and 0 < batches_done(saved) < 5
+    assert run(cfg, "--resume", "last") == 0
+    assert load_checkpoint_file(last)["global_step"] == 10
+
+
+def test_second_ctrl_c_exits_at_once_and_leaves_the_checkpoint_whole(base_cfg, tmp_path):
+    cfg = {**base_cfg, "batch_size": 4, "epochs": 2, "checkpoint_every_n_steps": 1}
+    last = run_dir_of(cfg) / "checkpoints" / "last.ckpt"
+    progress, log = tmp_path / "progress.txt", tmp_path / "train.log"
+    proc = start_slow_training(cfg, progress, log, hold_at=3)  # step 3 does not end by itself
+    wait_for(lambda: Path(f"{progress}.held").exists(), proc, log)
+    os.killpg(proc.pid, signal.SIGINT)
+    wait_for(lambda: "Ctrl-C again to quit at once" in log.read_text(errors="replace"), proc, log)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=10) == 130  # without waiting for the step to end
+    assert load_checkpoint_file(last)["global_step"] == 3  # the last save, whole
     assert run(cfg, "--resume", "last") == 0
     assert load_checkpoint_file(last)["global_step"] == 10

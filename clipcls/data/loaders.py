@@ -57,6 +57,7 @@ def worker_init(worker_id: int) -> None:
     (they also exit on their own once it is gone). Then Lightning's per-worker seeding, which it
     adds only to loaders without an init function."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group too
     if int(os.environ.get("PL_SEED_WORKERS", 0)):
         from lightning_fabric.utilities.seed import pl_worker_init_function
 

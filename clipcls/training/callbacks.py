@@ -49,7 +49,8 @@ class LastCheckpoint(Checkpoint):
         self._saved_step = -1  # gradient accumulation repeats a step over several batches
 
     def _save(self, trainer: pl.Trainer) -> None:
-        trainer.save_checkpoint(self.path)
+        # everything, said explicitly (left unset, Lightning logs its default at every save)
+        trainer.save_checkpoint(self.path, weights_only=False)
         self._saved_step = trainer.global_step
 
     def on_train_batch_end(

@@ -124,6 +124,7 @@ def train(cfg: dict[str, Any]) -> int:
 
     from clipcls.data.splits import load_splits
     from clipcls.training.datamodule import ClipDataModule
+    from clipcls.training.interrupt import stop_on_sigint
     from clipcls.training.module import TrainingDiverged, build_module
     from clipcls.training.trainer import build_trainer
 
@@ -147,13 +148,10 @@ def train(cfg: dict[str, Any]) -> int:
         save_config(cfg, run_dir / "config.yaml")
         _log_data(data)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        with stop_on_sigint(trainer) as interrupt:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     except pl.utilities.exceptions.SIGTERMException:
-        print(
-            f"terminated: checkpoint saved in {run_dir / 'checkpoints' / 'last.ckpt'}; continue with --resume last",
-            file=sys.stderr,
-        )
-        return SIGTERM_EXIT
+        return _stopped_early(run_dir / "checkpoints" / "last.ckpt", interrupt.received)
     except TrainingDiverged as err:
         last = run_dir / "checkpoints" / "last.ckpt"
         kept = f"{last} holds the state from before" if last.exists() else "no checkpoint was saved before it"
@@ -166,6 +164,17 @@ def train(cfg: dict[str, Any]) -> int:
             f"macro F1 {metrics['macro_f1']:.4f}  weighted F1 {metrics['weighted_f1']:.4f}"
         )
     return 0
+
+
+def _stopped_early(last: Path, by_ctrl_c: bool) -> int:
+    """Say where the stopped run was saved and how to go on; the exit status of the signal."""
+    from clipcls.training.interrupt import SIGINT_EXIT
+
+    if by_ctrl_c:
+        print(f"interrupted: checkpoint saved in {last}; resume with: python train.py --resume last", file=sys.stderr)
+        return SIGINT_EXIT
+    print(f"terminated: checkpoint saved in {last}; continue with --resume last", file=sys.stderr)
+    return SIGTERM_EXIT
 
 
 def _log_data(data) -> None:

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from clipcls.training.callbacks import AppendingCSVLogger, AtomicCheckpointIO, LastCheckpoint, SkipTrainedBatches
+from clipcls.training.progress import progress_callback
 
 
 def monitor_mode(monitor: str) -> str:
@@ -33,7 +34,7 @@ def build_callbacks(cfg: dict[str, Any], ckpt_dir: Path) -> list[pl.Callback]:
         LastCheckpoint(ckpt_dir / "last.ckpt", cfg["checkpoint_every_n_steps"]),
         SkipTrainedBatches(),
         LearningRateMonitor(logging_interval="step"),
-        TQDMProgressBar(refresh_rate=10),
+        progress_callback(),  # a bar on a terminal, plain lines in a log file
     ]
     if cfg["early_stopping_patience"] is not None:
         callbacks.append(EarlyStopping(cfg["monitor"], patience=cfg["early_stopping_patience"], mode=mode))
