@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,15 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Offline and isolated, whatever the machine (issue 13, item 5): a test that would reach the Hub
+# fails instead of downloading, and the built-in tiny model is built from cold into a cache of the
+# test run's own, not read from (or written to) the user's ~/.cache/clipcls. Set before any test
+# module imports huggingface_hub, which reads these once; child processes inherit them.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+TEST_CACHE = Path(tempfile.mkdtemp(prefix="clipcls-test-cache-"))
+os.environ["CLIPCLS_CACHE"] = str(TEST_CACHE)
 
 CLASSES = {"red": (210, 40, 40), "green": (40, 190, 60), "곰팡이": (40, 60, 210)}  # a Korean class name
 
@@ -114,3 +125,8 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_unconfigure(config) -> None:
+    """Remove the test run's model cache."""
+    shutil.rmtree(TEST_CACHE, ignore_errors=True)

@@ -47,10 +47,33 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", mma
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint is empty (0 bytes): {path}")
+    _check_format(path, mmap)
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # truncated zip, foreign pickle payload, wrong format...
         raise CheckpointError(f"cannot load checkpoint {path}: {describe_load_error(err)}") from err
+
+
+ZIP_MAGIC, PICKLE_MAGIC = b"PK\x03\x04", b"\x80"  # torch.save's archive; the pre-1.6 pickle format
+
+
+def _check_format(path: Path, mmap: bool) -> None:
+    """Say what the file is not, before torch answers with advice about its own save options."""
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if head.startswith(ZIP_MAGIC):
+        return
+    if head.startswith(PICKLE_MAGIC):
+        if mmap:
+            raise CheckpointError(
+                f"cannot load checkpoint {path}: it is in the legacy (PyTorch < 1.6) format, which cannot be "
+                "memory-mapped; load and save it again with a current PyTorch"
+            )
+        return
+    raise CheckpointError(
+        f"{path} is not a checkpoint: a checkpoint is a zip archive written by torch.save, "
+        f"this file begins with {head!r}"
+    )
 
 
 def describe_load_error(err: Exception) -> str:

@@ -126,10 +126,13 @@ def train(cfg: dict[str, Any]) -> int:
     from clipcls.training.datamodule import ClipDataModule
     from clipcls.training.interrupt import stop_on_sigint
     from clipcls.training.module import TrainingDiverged, build_module
+    from clipcls.training.preflight import check_accelerator, check_model_name
     from clipcls.training.trainer import build_trainer
 
     pl.seed_everything(cfg["seed"], workers=True, verbose=False)
     run_dir, ckpt = resolve_run(cfg)
+    check_model_name(cfg["model_name"])  # one-line errors, before the data is indexed
+    check_accelerator(cfg["accelerator"])
     # checked before anything slow is loaded; only the class names are kept
     resumed_classes = read_resume_checkpoint(ckpt).get("clipcls", {}).get("class_names") if ckpt else None
     check_writable(run_dir)
