@@ -35,6 +35,10 @@ def build_parser(cfg_class: type, prog: str = "train.py"):
 
 def parse_config(cfg_class: type, argv: list[str] | None, prog: str = "train.py") -> dict[str, Any]:
     """CFG as edited, overridden by `--config` files and flags, validated; a plain dict."""
+    from clipcls.config_yaml import check_config_file, config_files
+
+    for path in config_files(argv):  # what jsonargparse's YAML loading lets through
+        check_config_file(path)
     parser = build_parser(cfg_class, prog)
     namespace = parser.parse_args(argv)
     values = {f.name: namespace[f.name] for f in dataclasses.fields(cfg_class)}
@@ -78,6 +82,7 @@ def validate(cfg: dict[str, Any]) -> None:
     checks = {
         "test_size": 0 < cfg["test_size"] < 1,
         "lr": cfg["lr"] > 0,
+        "head_lr_multiplier": cfg["head_lr_multiplier"] > 0,
         "label_smoothing": 0 <= cfg["label_smoothing"] < 1,
         "warmup_ratio": 0 <= cfg["warmup_ratio"] < 1,
         "sim_weight": cfg["sim_weight"] >= 0,
