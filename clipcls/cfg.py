@@ -38,6 +38,7 @@ class CFG:
 
     # --- loss ---
     sim_weight: float = 0.5  # weight of the class-aware image-description contrastive loss
+    contrastive_loss: Literal["auto", "softmax", "sigmoid"] = "auto"  # auto = the family's own (sigmoid for SigLIP)
     fc_weight: float = 0.5  # weight of the head's cross-entropy
     label_smoothing: float = 0.1  # label smoothing of the head's cross-entropy
 

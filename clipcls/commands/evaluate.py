@@ -7,6 +7,7 @@ Class order always comes from the model: the folder is indexed against the model
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from pathlib import Path
 
@@ -68,7 +69,8 @@ def evaluate(args: argparse.Namespace) -> int:
     loader = eval_loader(
         index, model.image_size, model.image_mean, model.image_std, args.batch_size, args.workers, device
     )
-    ev = evaluate_classifier(model.classifier, index, loader, device, scorer_probabilities)
+    probabilities = functools.partial(scorer_probabilities, text_probability=model.classifier.text_probability)
+    ev = evaluate_classifier(model.classifier, index, loader, device, probabilities)
     extra_json, sections = {}, []
     if args.wise_alpha:
         sweep = wise_sweep(model, args.wise_alpha, loader, device)

@@ -86,7 +86,7 @@ def zeroshot(args: argparse.Namespace) -> int:
         description_section,
         similarity_matrix,
     )
-    from clipcls.inference.scoring import pick_device, softmax
+    from clipcls.inference.scoring import PROBABILITIES, pick_device
     from clipcls.io import write_json
 
     started = time.perf_counter()
@@ -99,7 +99,8 @@ def zeroshot(args: argparse.Namespace) -> int:
     loader = eval_loader(
         index, size, classifier.image_mean, classifier.image_std, args.batch_size, args.workers, device
     )
-    ev = evaluate_classifier(classifier, index, loader, device, lambda o: {SCORER: softmax(o["text_logits"])})
+    probability = PROBABILITIES[classifier.text_probability]  # softmax, or sigmoid for SigLIP
+    ev = evaluate_classifier(classifier, index, loader, device, lambda o: {SCORER: probability(o["text_logits"])})
     similarity = similarity_matrix(classifier)
     report = description_report(ev, similarity, inputs["descriptions"])
     out.mkdir(parents=True, exist_ok=True)

@@ -258,7 +258,9 @@ def wise_sweep(model, alphas: Sequence[float], loader, device: str) -> dict[str,
         targets = outputs["targets"].astype(np.int64)
         results[f"{alpha:g}"] = {
             scorer: summary(classification_metrics(targets, probs.argmax(1), model.class_names))
-            for scorer, probs in scorer_probabilities(outputs).items()
+            for scorer, probs in scorer_probabilities(
+                outputs, text_probability=mixed.classifier.text_probability
+            ).items()
         }
         del mixed
     return results

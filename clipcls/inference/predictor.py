@@ -88,7 +88,7 @@ class Predictor:
         out = self.classifier(pixels.to(self.device, non_blocking=True))
         text = out["text_logits"]
         if self.extra_embeddings is not None:
-            extra = self.classifier.logit_scale() * out["embedding"] @ self.extra_embeddings.T
+            extra = self.classifier.similarity_logits(out["embedding"], self.extra_embeddings)
             text = torch.cat([text, extra], dim=1)
         return {"head_logits": out["head_logits"].float().cpu().numpy(), "text_logits": text.float().cpu().numpy()}
 
@@ -102,7 +102,7 @@ class Predictor:
     def probabilities(self, logits: dict[str, np.ndarray], scorer: str | None = None) -> np.ndarray:
         """Class probabilities of one scorer: head, text, or the mean of the two."""
         scorer = self.resolve_scorer(scorer)
-        return scorer_probabilities(logits, (scorer,))[scorer]
+        return scorer_probabilities(logits, (scorer,), self.classifier.text_probability)[scorer]
 
     def predict(
         self, images: Sequence[str | os.PathLike | Image.Image], batch_size: int = 32, scorer: str | None = None

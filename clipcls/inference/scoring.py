@@ -28,8 +28,20 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def scorer_probabilities(outputs: dict[str, np.ndarray], scorers: tuple[str, ...] = SCORERS) -> dict[str, np.ndarray]:
-    """Class probabilities of each scorer from head and description logits."""
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Element-wise logistic function in float64: SigLIP's independent per-class probability."""
+    return 0.5 * (1.0 + np.tanh(0.5 * logits.astype(np.float64)))  # tanh form: no overflow warnings
+
+
+PROBABILITIES = {"softmax": softmax, "sigmoid": sigmoid}
+
+
+def scorer_probabilities(
+    outputs: dict[str, np.ndarray], scorers: tuple[str, ...] = SCORERS, text_probability: str = "softmax"
+) -> dict[str, np.ndarray]:
+    """Class probabilities of each scorer from head and description logits. The description
+    logits become probabilities the way their contrastive loss reads them (`text_probability`:
+    softmax over classes, or SigLIP's sigmoid per class); the head is always a softmax."""
     unknown = [s for s in scorers if s not in SCORERS]
     if unknown:
         raise ValueError(f"unknown scorer {unknown[0]!r}: expected one of {', '.join(SCORERS)}")
@@ -37,7 +49,7 @@ def scorer_probabilities(outputs: dict[str, np.ndarray], scorers: tuple[str, ...
     if "head" in scorers or "ensemble" in scorers:
         probs["head"] = softmax(outputs["head_logits"])
     if "text" in scorers or "ensemble" in scorers:
-        probs["text"] = softmax(outputs["text_logits"])
+        probs["text"] = PROBABILITIES[text_probability](outputs["text_logits"])
     if "ensemble" in scorers:
         probs["ensemble"] = (probs["head"] + probs["text"]) / 2
     return {s: probs[s] for s in scorers}

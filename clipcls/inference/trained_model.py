@@ -6,8 +6,10 @@ Nothing here imports Lightning or torchmetrics: a checkpoint is a plain weights-
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,7 +92,14 @@ def load_trained(path: str | Path, map_location: str = "cpu") -> TrainedModel:
         hparams, meta = ckpt["hyper_parameters"], ckpt["clipcls"]
     except KeyError as err:
         raise CheckpointError(f"{ckpt_path} is not a clipcls checkpoint (missing {err})") from err
-    classifier = build_classifier(hparams["config"], meta["class_names"], meta["descriptions"])
+    with base_model_source(ckpt_path, ckpt) as source:
+        classifier = build_classifier(
+            hparams["config"],
+            meta["class_names"],
+            meta["descriptions"],
+            model_source=source,
+            base_weights=source is None,
+        )
     state = {k[len(STATE_PREFIX) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(STATE_PREFIX)}
     try:
         classifier.load_state_dict(state)
@@ -99,6 +108,23 @@ def load_trained(path: str | Path, map_location: str = "cpu") -> TrainedModel:
             f"{ckpt_path}: its weights do not fit {hparams['config']['model_name']!r}: {str(err).splitlines()[0]}"
         ) from err
     return _trained(classifier, meta, hparams["config"], ckpt_path)
+
+
+@contextlib.contextmanager
+def base_model_source(ckpt_path: Path, ckpt: dict[str, Any]) -> Iterator[str | None]:
+    """Where to read the base model's config, tokenizer and image processor for a checkpoint: its
+    run's `base_model/` directory, else the copy the checkpoint carries (a temporary directory),
+    else None: a checkpoint from before runs were self-contained, rebuilt from its `model_name`."""
+    from clipcls.model.loading import BASE_MODEL_DIR, BASE_MODEL_KEY, materialised_base_files
+
+    run_base = ckpt_path.parent.parent / BASE_MODEL_DIR
+    if ckpt_path.parent.name == "checkpoints" and (run_base / "config.json").is_file():
+        yield str(run_base.resolve())
+    elif ckpt.get(BASE_MODEL_KEY):
+        with materialised_base_files(ckpt[BASE_MODEL_KEY]) as directory:
+            yield str(directory)
+    else:
+        yield None
 
 
 def read_export_meta(directory: str | Path) -> dict[str, Any]:
@@ -142,6 +168,8 @@ def load_export(directory: str | Path) -> TrainedModel:
         temperature=meta["temperature"],
         image_mean=meta["image_mean"],
         image_std=meta["image_std"],
+        adapter=parts.adapter,
+        contrastive_loss=meta.get("config", {}).get("contrastive_loss", "auto"),
     )
     try:
         classifier.head.load_state_dict(head_state)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipcls.model.adapters import Adapter, adapter_for, resolve_contrastive_loss
 from clipcls.model.heads import build_head, init_head_zeroshot
 
-MAX_LOGIT_SCALE = 100.0  # CLIP's own clamp on exp(logit_scale)
+MAX_LOGIT_SCALE = 100.0  # CLIP's own clamp on exp(logit_scale) (the adapter holds each family's)
 
 
 def flatten_descriptions(class_names: list[str], descriptions: dict[str, list[str]]) -> tuple[list[str], list[int]]:
@@ -52,8 +52,15 @@ class ClipClassifier(nn.Module):
         temperature: float | None = None,
         image_mean: list[float] | None = None,
         image_std: list[float] | None = None,
+        adapter: Adapter | None = None,
+        contrastive_loss: str | None = "auto",
+        image_processor: Any = None,
     ) -> None:
         super().__init__()
+        # how this family pools, projects, tokenises and scores (a plain object: no state_dict keys)
+        self.adapter = adapter or adapter_for(clip)
+        self.contrastive_loss = resolve_contrastive_loss(contrastive_loss, self.adapter)
+        self.image_processor = image_processor  # the base checkpoint's, saved into each run
         # the normalisation the checkpoint was pretrained with: what every loader feeds it
         self.image_mean = list(image_mean or [0.5, 0.5, 0.5])
         self.image_std = list(image_std or [0.5, 0.5, 0.5])
@@ -63,7 +70,7 @@ class ClipClassifier(nn.Module):
         self.freeze_text = freeze_text
         self.temperature = temperature
         texts, owner = flatten_descriptions(self.class_names, descriptions)
-        tokens = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        tokens = self.tokenize(texts)
         self.register_buffer("text_ids", tokens["input_ids"], persistent=False)
         self.register_buffer("text_mask", tokens["attention_mask"], persistent=False)
         counts = torch.bincount(torch.tensor(owner), minlength=len(class_names))
@@ -72,14 +79,19 @@ class ClipClassifier(nn.Module):
         self.register_buffer("desc_owner", torch.tensor(owner), persistent=False)
         self.register_buffer("_text_cache", None, persistent=False)
         if freeze_text:
-            clip.text_model.requires_grad_(False)
-            clip.text_projection.requires_grad_(False)
+            for module in self.adapter.text_modules(clip):
+                module.requires_grad_(False)
         if temperature is not None:
-            clip.logit_scale.requires_grad_(False)
-        dim = clip.config.projection_dim
-        self.head = build_head(head, dim, len(class_names))
+            self.adapter.logit_scale_parameter(clip).requires_grad_(False)
+        self.head = build_head(head, self.adapter.embed_dim(clip), len(class_names))
         if head_init == "zeroshot":
-            init_head_zeroshot(self.head, self.class_embeddings(), float(self.logit_scale().detach()))
+            bias = self.logit_bias()
+            init_head_zeroshot(
+                self.head,
+                self.class_embeddings(),
+                float(self.logit_scale().detach()),
+                bias=0.0 if bias is None else float(bias.detach()),
+            )
         self.register_load_state_dict_post_hook(lambda module, keys: module.invalidate_text_cache())
 
     # --- text side ---
@@ -87,10 +99,14 @@ class ClipClassifier(nn.Module):
         """Forget cached description embeddings (after loading or changing text weights)."""
         self._text_cache = None
 
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Token ids and attention mask, padded and truncated the way the family was pretrained."""
+        tokens = self.tokenizer(texts, **self.adapter.tokenizer_kwargs(self.clip, self.tokenizer), return_tensors="pt")
+        return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+
     def encode_texts(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """L2-normalised text embeddings."""
-        pooled = self.clip.text_model(input_ids=ids, attention_mask=mask).pooler_output
-        return F.normalize(self.clip.text_projection(pooled), dim=-1)
+        """L2-normalised text embeddings (pooled and projected by the family's adapter)."""
+        return F.normalize(self.adapter.text_features(self.clip, ids, mask), dim=-1)
 
     def description_embeddings(self) -> torch.Tensor:
         """Every description's normalised embedding (D, dim); cached unless text is training."""
@@ -110,7 +126,7 @@ class ClipClassifier(nn.Module):
     def embed_descriptions(self, descriptions: dict[str, list[str]]) -> torch.Tensor:
         """Class embeddings (C, dim) for other classes' descriptions, built like the model's own."""
         texts, owner = flatten_descriptions(list(descriptions), descriptions)
-        tokens = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        tokens = self.tokenize(texts)
         device = self.text_ids.device
         emb = self.encode_texts(tokens["input_ids"].to(device), tokens["attention_mask"].to(device))
         return average_per_class(emb, torch.tensor(owner, device=device), len(descriptions))
@@ -132,54 +148,89 @@ class ClipClassifier(nn.Module):
     # --- image side ---
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """L2-normalised image embeddings; other input sizes interpolate position embeddings."""
-        native = self.clip.config.vision_config.image_size
-        resize = tuple(pixels.shape[-2:]) != (native, native)
-        pooled = self.clip.vision_model(pixel_values=pixels, interpolate_pos_encoding=resize).pooler_output
-        return F.normalize(self.clip.visual_projection(pooled), dim=-1)
+        return F.normalize(self.adapter.image_features(self.clip, pixels), dim=-1)
 
     def logit_scale(self) -> torch.Tensor:
-        """The fixed `temperature` if set, else the checkpoint's learned scale (at most 100)."""
+        """The fixed `temperature` if set, else the checkpoint's learned scale, in float32.
+
+        Not clamped here: a clamp in the forward pass zeroes the scale's gradient at the cap, and
+        float32 ln 100 (what OpenAI and LAION checkpoints store) rounds above it, so their scale
+        would never train. `clamp_logit_scale` bounds the parameter after each step instead."""
         if self.temperature is not None:
             return torch.tensor(float(self.temperature), device=self.clip.logit_scale.device)
-        return self.clip.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+        return self.adapter.logit_scale_parameter(self.clip).float().exp()
+
+    def logit_bias(self) -> torch.Tensor | None:
+        """SigLIP's learned bias on every scaled similarity; None for the softmax families."""
+        return self.adapter.logit_bias(self.clip)
+
+    def similarity_logits(self, image: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Description logits: scaled cosine similarity of normalised embeddings, plus the
+        family's bias (SigLIP)."""
+        logits = self.logit_scale() * image @ classes.T
+        bias = self.logit_bias()
+        return logits if bias is None else logits + bias
+
+    @property
+    def text_probability(self) -> str:
+        """How description logits become probabilities: like the contrastive loss they were
+        trained with (softmax over classes, or an independent sigmoid per class for SigLIP)."""
+        return self.contrastive_loss
 
     @torch.no_grad()
     def clamp_logit_scale(self) -> None:
         """Keep the learned scale at or below 100 after an optimizer step, as CLIP does."""
-        self.clip.logit_scale.clamp_(max=math.log(MAX_LOGIT_SCALE))
+        self.adapter.logit_scale_parameter(self.clip).clamp_(max=self.adapter.log_max_logit_scale())
 
     def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Head logits and description logits for a batch of images."""
         image = self.encode_images(pixels)
         classes = self.sampled_class_embeddings() if self.training else self.class_embeddings()
-        return {
-            "embedding": image,
-            "head_logits": self.head(image),
-            "text_logits": self.logit_scale() * image @ classes.T,
-        }
+        # the towers may run under autocast; the scaled cosines and the head do not: in bf16,
+        # logits near 100 are quantised to steps of 0.5 and the losses' softmaxes drift
+        with torch.autocast(pixels.device.type, enabled=False):
+            image32, classes32 = image.float(), classes.float()
+            return {
+                "embedding": image,
+                "head_logits": self.head(image32),
+                "text_logits": self.similarity_logits(image32, classes32),
+            }
 
 
 def build_classifier(
-    config: dict[str, Any], class_names: list[str], descriptions: dict[str, list[str]], model_source: str | None = None
+    config: dict[str, Any],
+    class_names: list[str],
+    descriptions: dict[str, list[str]],
+    model_source: str | None = None,
+    base_weights: bool = True,
 ) -> ClipClassifier:
-    """The one constructor of a ClipClassifier from a run's config: the base CLIP of
-    `config["model_name"]` (or `model_source`, a directory holding the same model) with the head,
-    text freezing and logit scale the config asks for. Training, loading a checkpoint, zero-shot
-    and WiSE-FT all build their classifier here."""
+    """The one constructor of a ClipClassifier from a run's config: the base model of
+    `config["model_name"]` (or `model_source`, a directory holding the same model's files) with
+    the head, text freezing, logit scale and contrastive loss the config asks for. Training,
+    loading a checkpoint, zero-shot and WiSE-FT all build their classifier here.
+    `base_weights=False` builds the architecture only (a checkpoint's weights are loaded next)."""
     from clipcls.model.loading import load_clip
 
-    parts = load_clip(model_source or config["model_name"])
+    parts = load_clip(model_source or config["model_name"], weights=base_weights)
     if config.get("gradient_checkpointing"):
         parts.model.gradient_checkpointing_enable()
-    return ClipClassifier(
+    classifier = ClipClassifier(
         parts.model,
         parts.tokenizer,
         class_names,
         descriptions,
         head=config.get("head", "linear"),
-        head_init=config.get("head_init", "zeroshot"),
+        head_init=config.get("head_init", "zeroshot") if base_weights else "random",  # random: overwritten next
         freeze_text=config.get("freeze_text", True),
         temperature=config.get("temperature"),
         image_mean=parts.image_mean,
         image_std=parts.image_std,
+        adapter=parts.adapter,
+        contrastive_loss=config.get("contrastive_loss", "auto"),
+        image_processor=parts.processor,
     )
+    if config.get("freeze_image"):  # a linear probe: only the head (and text side, if not frozen) trains
+        for name, param in classifier.clip.named_parameters():
+            if name.startswith(("vision_model.", "visual_projection.")):
+                param.requires_grad_(False)
+    return classifier

@@ -16,12 +16,13 @@ def build_head(kind: str, dim: int, num_classes: int) -> nn.Module:
 
 
 @torch.no_grad()
-def init_head_zeroshot(head: nn.Module, class_embeddings: torch.Tensor, scale: float) -> None:
-    """Make a linear head compute the zero-shot logits `scale * image @ class_embeddings.T`.
+def init_head_zeroshot(head: nn.Module, class_embeddings: torch.Tensor, scale: float, bias: float = 0.0) -> None:
+    """Make a linear head compute the zero-shot logits `scale * image @ class_embeddings.T + bias`
+    (`bias`: SigLIP's logit bias, so even its sigmoid probabilities equal the zero-shot ones).
 
     Training then starts from zero-shot CLIP's predictions instead of chance.
     """
     if not isinstance(head, nn.Linear):
         raise ValueError("zero-shot initialisation needs the linear head")
     head.weight.copy_(class_embeddings * scale)
-    head.bias.zero_()
+    head.bias.fill_(bias)

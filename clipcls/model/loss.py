@@ -29,6 +29,23 @@ def class_aware_contrastive(logits: torch.Tensor, labels: torch.Tensor) -> torch
     return (image_to_text + text_to_image) / 2
 
 
+def sigmoid_contrastive(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss (Zhai et al., ICCV 2023) between B images and C class
+    descriptions, in float32.
+
+    `logits` is (B, C): scaled similarity plus the logit bias. Every image-text pair is its own
+    binary problem, positive when the image is of the text's class: `-log sigmoid(z * logit)` with
+    z = +1 or -1, summed over the texts and averaged over the images, as SigLIP normalises. Images
+    of the same class are never each other's negatives, whatever the batch holds.
+    """
+    logits = logits.float()
+    signs = 2 * F.one_hot(labels, logits.shape[1]).to(logits.dtype) - 1
+    return -F.logsigmoid(signs * logits).sum(dim=1).mean()
+
+
+CONTRASTIVE = {"softmax": class_aware_contrastive, "sigmoid": sigmoid_contrastive}
+
+
 def total_loss(
     text_logits: torch.Tensor,
     head_logits: torch.Tensor,
@@ -36,12 +53,13 @@ def total_loss(
     sim_weight: float,
     fc_weight: float,
     label_smoothing: float,
+    contrastive_loss: str = "softmax",
 ) -> dict[str, torch.Tensor]:
     """`sim_weight * contrastive + fc_weight * cross_entropy`, with both parts for logging.
 
     Both parts are computed in float32 whatever the autocast dtype: smoothed targets and
     softmaxes in bf16 no longer sum to 1."""
-    contrastive = class_aware_contrastive(text_logits, labels)
+    contrastive = CONTRASTIVE[contrastive_loss](text_logits, labels)  # the family's own (see adapters)
     cross_entropy = F.cross_entropy(head_logits.float(), labels, label_smoothing=label_smoothing)
     return {
         "loss": sim_weight * contrastive + fc_weight * cross_entropy,

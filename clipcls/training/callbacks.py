@@ -98,3 +98,17 @@ class AppendingCSVLogger(CSVLogger):
                 with path.open(newline="", encoding="utf-8") as handle:
                     writer.metrics_keys = next(csv.reader(handle), [])
         return super().experiment
+
+
+class BaseModelFiles(pl.Callback):
+    """Put the base model's config, tokenizer and image processor files (uint8 tensors by file
+    name, see `clipcls.model.loading.read_base_files`) into every checkpoint, so a checkpoint
+    copied on its own still rebuilds its model without the base checkpoint or the network."""
+
+    def __init__(self, files: dict[str, Any]) -> None:
+        self.files = files
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        from clipcls.model.loading import BASE_MODEL_KEY
+
+        checkpoint[BASE_MODEL_KEY] = self.files

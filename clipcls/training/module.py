@@ -78,7 +78,11 @@ class ClipClassifierModule(pl.LightningModule):
         """Loss, predictions and targets for a batch: one code path for train, val and test."""
         out = self.model(batch.pixels)
         losses = total_loss(
-            out["text_logits"], out["head_logits"], batch.labels, **{k: self.hparams.config[k] for k in LOSS_KEYS}
+            out["text_logits"],
+            out["head_logits"],
+            batch.labels,
+            **{k: self.hparams.config[k] for k in LOSS_KEYS},
+            contrastive_loss=self.model.contrastive_loss,
         )
         return {
             **losses,

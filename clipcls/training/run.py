@@ -149,6 +149,7 @@ def train(cfg: dict[str, Any]) -> int:
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
+        trainer.callbacks.append(save_base_model(module.model, run_dir))
         _log_data(data)
     try:
         with stop_on_sigint(trainer) as interrupt:
@@ -167,6 +168,19 @@ def train(cfg: dict[str, Any]) -> int:
             f"macro F1 {metrics['macro_f1']:.4f}  weighted F1 {metrics['weighted_f1']:.4f}"
         )
     return 0
+
+
+def save_base_model(classifier, run_dir: Path):  # -> BaseModelFiles callback
+    """Make the run self-contained: the base model's config, tokenizer and image processor go to
+    `run_dir/base_model/` (and, through the returned callback, into every checkpoint), so evaluate,
+    predict and export rebuild the model from the run alone; the weights come from the checkpoint."""
+    from clipcls.model.loading import BASE_MODEL_DIR, read_base_files, save_base_files
+    from clipcls.training.callbacks import BaseModelFiles
+
+    directory = save_base_files(
+        classifier.clip, classifier.tokenizer, classifier.image_processor, run_dir / BASE_MODEL_DIR
+    )
+    return BaseModelFiles(read_base_files(directory))
 
 
 def _stopped_early(last: Path, by_ctrl_c: bool) -> int:
