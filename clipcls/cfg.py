@@ -6,7 +6,7 @@ Flags (`python train.py --lr 1e-5`) and YAML files (`--config run.yaml`) overrid
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 
@@ -69,3 +69,6 @@ class CFG:
     checkpoint_every_n_steps: int | None = 200  # also refresh last.ckpt every n steps (None = per epoch)
     resume: str | None = None  # "last" (latest run), a run directory, or a .ckpt file
     log_every_n_steps: int = 10  # how often training metrics are logged
+    loggers: list[Literal["csv", "tensorboard", "mlflow", "wandb"]] = field(
+        default_factory=lambda: ["csv", "tensorboard"]
+    )  # experiment trackers (evaluate reads curves from csv; mlflow: <output_dir>/mlruns; wandb offline)

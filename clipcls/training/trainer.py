@@ -8,9 +8,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-from pytorch_lightning.loggers import TensorBoardLogger
 
-from clipcls.training.callbacks import AppendingCSVLogger, AtomicCheckpointIO, LastCheckpoint, SkipTrainedBatches
+from clipcls.training.callbacks import AtomicCheckpointIO, LastCheckpoint, SkipTrainedBatches
+from clipcls.training.loggers import build_loggers
 from clipcls.training.progress import progress_callback
 
 
@@ -43,10 +43,7 @@ def build_callbacks(cfg: dict[str, Any], ckpt_dir: Path) -> list[pl.Callback]:
 
 def build_trainer(cfg: dict[str, Any], run_dir: Path) -> pl.Trainer:
     """A Trainer for CPU, one GPU or DDP across GPUs and nodes, as the config says."""
-    loggers = [
-        AppendingCSVLogger(run_dir, name="logs", version=""),
-        TensorBoardLogger(run_dir, name="logs", version=""),
-    ]
+    loggers = build_loggers(cfg, run_dir)  # the `loggers` key: csv, tensorboard, mlflow, wandb
     return pl.Trainer(
         default_root_dir=run_dir,
         max_epochs=cfg["epochs"],
