@@ -69,3 +69,25 @@ def test_a_draw_seed_fixes_the_augmentation_and_leaves_the_global_stream_alone(t
     again = [dataset[(0, seed)].pixels for seed in range(8)]
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert len({a.sum().item() for a in first}) > 1  # different seeds, different augmentations
+
+
+# --- issue 13, item 9: every class has a validation image -----------------------------------------
+def test_stratified_split_gives_every_class_a_validation_and_a_training_image(tmp_path):
+    from clipcls.data.index import stratified_split
+
+    root = make_folder(tmp_path / "train", per_class=2, size=8)
+    for i in range(2, 40):  # "red" gets 40 images, the other classes keep 2
+        (root / "red" / f"{i}.jpg").write_bytes((root / "red" / "0.jpg").read_bytes())
+    index = index_folder(root)
+    assert sorted(index.counts().tolist()) == [2, 2, 40]
+    for seed in range(5):
+        train, val = stratified_split(index, 0.1, seed)  # 5 validation images by sklearn's rounding
+        assert (val.counts() >= 1).all() and (train.counts() >= 1).all(), (seed, val.counts())
+        assert len(train.labels) + len(val.labels) == 44
+        assert not set(train.paths[i] for i in range(len(train.labels))) & set(
+            val.paths[i] for i in range(len(val.labels))
+        )
+    again = stratified_split(index, 0.1, 3)[1]
+    assert [again.paths[i] for i in range(len(again.labels))] == [
+        stratified_split(index, 0.1, 3)[1].paths[i] for i in range(len(again.labels))
+    ]

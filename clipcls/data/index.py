@@ -160,4 +160,22 @@ def stratified_split(index: ImageIndex, test_size: float, seed: int) -> tuple[Im
         )
     positions = np.arange(len(index.labels))
     train, val = train_test_split(positions, test_size=test_size, stratify=index.labels, random_state=seed)
+    train, val = _every_class_on_both_sides(index.labels, train, val, seed)
     return index.subset(np.sort(train)), index.subset(np.sort(val))
+
+
+def _every_class_on_both_sides(
+    labels: np.ndarray, train: np.ndarray, val: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Move one image of each class that a side lacks to it (seeded). sklearn's rounding can put
+    both images of a 2-image class in training; that class would then score F1 0 in the macro F1
+    that picks the best checkpoint, whatever the model does."""
+    rng = np.random.default_rng(seed)
+    sides = [train, val]
+    for source, target in ((0, 1), (1, 0)):
+        for c in np.setdiff1d(np.unique(labels), labels[sides[target]]):
+            candidates = sides[source][labels[sides[source]] == c]
+            moved = candidates[rng.integers(len(candidates))]
+            sides[source] = sides[source][sides[source] != moved]
+            sides[target] = np.append(sides[target], moved)
+    return sides[0], sides[1]
