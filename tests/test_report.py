@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -86,16 +87,28 @@ def test_training_curves_are_plotted_from_the_csv_logger_file(tmp_path, inputs):
 
 
 def test_report_renders_in_headless_chromium(tmp_path, inputs):
+    """CI installs Debian's chromium (.ci/run) and must run this; elsewhere it may skip."""
     if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but chromium is not installed: .ci/run installs it with apt-get")
         pytest.skip("chromium is not installed (apt-get install chromium) - render check skipped")
     page = tmp_path / "out" / "report.html"
     write(tmp_path, inputs, [(inputs["image"], "red", "곰팡이", 0.8)], curves=inputs["curves"])
     shot = tmp_path / "shot.png"
     result = subprocess.run(
-        ["bash", str(SCRIPT), str(page), str(shot), "1000,1400"], capture_output=True, text=True, timeout=60
+        ["bash", str(SCRIPT), str(page), str(shot), "1000,4000"], capture_output=True, text=True, timeout=90
     )
     assert result.returncode == 0, result.stderr
     with Image.open(shot) as image:
-        assert image.size == (1000, 1400)
-        # a blank page would be a single colour; a rendered report has tables and plots
-        assert len(image.convert("L").getcolors(maxcolors=1 << 16) or range(1 << 16)) > 50
+        assert image.size == (1000, 4000)
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    # a blank page would be a single colour; a rendered report has tables and plots
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50
+    red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    # the confusion matrices: the darkest blues of matplotlib's "Blues" (the diagonal's 50 %+)
+    confusion = (blue > 100) & (red < 60) & (blue - red > 60)
+    assert confusion.sum() > 2 * 1500, "no confusion matrix in the screenshot"
+    # the misclassified grid: the (200, 30, 30) image's thumbnail, 128 x 85 pixels
+    thumbnail = (abs(red - 200) < 25) & (green < 60) & (blue < 60)
+    assert thumbnail.sum() > 0.8 * 128 * 85, "no misclassified thumbnail in the screenshot"
+    Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "checked.png")
