@@ -45,6 +45,7 @@ class CFG:
     # --- optimisation ---
     epochs: int = 10  # training epochs
     lr: float = 1e-5  # AdamW peak learning rate
+    head_lr_multiplier: float = 100.0  # head LR = lr x this (its zero-shot weights are 100x the embeddings); 1 = one LR
     optim_betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas
     optim_eps: float = 1e-6  # AdamW epsilon
     optim_weight_decay: float = 0.1  # AdamW weight decay (not on biases, norms, logit scale)

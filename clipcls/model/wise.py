@@ -3,12 +3,15 @@ weights training started from, `(1 - alpha) * initial + alpha * fine-tuned`."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 
 from clipcls.errors import ClipclsError
 from clipcls.model.classifier import ClipClassifier, build_classifier
+
+log = logging.getLogger("clipcls.wise")
 
 
 class WiseError(ClipclsError, ValueError):
@@ -34,6 +37,12 @@ def initial_classifier(
     the config's seed, as training does; that equals training's start only when nothing else drew
     random numbers in between (true for the current training run).
     """
+    if config.get("head_init") == "random":
+        log.warning(
+            "WiSE-FT: this run's head was randomly initialised (head_init: random), so with alpha < 1 "
+            "the head is mixed with random weights, not with a zero-shot head: read the text scorer, "
+            "whose initial model is zero-shot CLIP, or use alpha 1"
+        )
     with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
         torch.manual_seed(int(config.get("seed", 0)))
         try:

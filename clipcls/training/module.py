@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,23 +33,53 @@ def _metrics(num_classes: int, prefix: str) -> MetricCollection:
     return MetricCollection(
         {
             "acc": MulticlassAccuracy(num_classes, average="micro"),
-            "macro_f1": MulticlassF1Score(num_classes, average="macro"),
             "weighted_f1": MulticlassF1Score(num_classes, average="weighted"),
         },
         prefix=prefix,
     )
 
 
-def warmup_cosine(total_steps: int, warmup_steps: int):
-    """LR multiplier: linear warm-up to 1, then cosine decay to 0 at `total_steps`."""
+def warmup_cosine(total_steps: int, warmup_steps: int, time_fraction: Callable[[], float] | None = None):
+    """LR multiplier: linear warm-up to 1, then cosine decay to 0 at `total_steps`.
+
+    With a time budget (`max_minutes`), `time_fraction` returns the share of it spent so far and
+    the cosine follows whichever of steps and time runs out first: sized by epochs alone, a run
+    stopped by the clock would end at a high learning rate, never having decayed. (A closure, not
+    a callable object: LambdaLR saves an object's attributes into the checkpoint.)
+    """
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        if time_fraction is not None:
+            progress = max(progress, time_fraction())
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
+
+
+def param_groups(model: ClipClassifier, cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """AdamW parameter groups: no weight decay on biases, norms and the logit scale, and the head
+    at `lr * head_lr_multiplier`.
+
+    The zero-shot head's weights are the class embeddings times the logit scale (100 for CLIP,
+    ~4 per element) while AdamW moves each weight by about `lr` a step: at one learning rate a
+    whole run barely moves the head, and head and text scorers stay the same classifier."""
+    multiplier = float(cfg.get("head_lr_multiplier", 1.0))
+    head = {id(p) for p in model.head.parameters()} if multiplier != 1.0 else set()
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for param in model.parameters():
+        if param.requires_grad:
+            groups.setdefault((id(param) in head, param.ndim >= 2), []).append(param)
+    return [
+        {
+            "params": params,
+            "weight_decay": cfg["optim_weight_decay"] if decay else 0.0,
+            "lr": cfg["lr"] * (multiplier if is_head else 1.0),
+        }
+        for (is_head, decay), params in sorted(groups.items(), key=lambda item: (item[0][0], not item[0][1]))
+    ]
 
 
 class ClipClassifierModule(pl.LightningModule):
@@ -104,16 +135,22 @@ class ClipClassifierModule(pl.LightningModule):
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         """Seed the step's random draws (description sampling, dropout) from (seed, step, batch):
         a resumed run then draws exactly what an uninterrupted one would, though neither the
-        global RNG state nor the draws of earlier steps were saved."""
+        global RNG state nor the draws of earlier steps were saved. Under DDP every process has
+        its own stream (the rank joins the key; rank 0 keeps the single-process one), or all would
+        sample the same descriptions and drop the same units."""
         key = [self.hparams.config["seed"], self.global_step, batch_idx]
+        if self.global_rank:
+            key.append(self.global_rank)
         torch.manual_seed(int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0]))
 
     def training_step(self, batch: Batch, batch_idx: int):
-        if not self._readable(batch, "train"):  # every image of the batch was unreadable
-            return None
-        out = self.shared_step(batch)
-        if not torch.isfinite(out["loss"]):
-            return self._skip_step(batch_idx)
+        readable = self._readable(batch, "train")  # False: every image of the batch was unreadable
+        out = self.shared_step(batch) if readable else None
+        # under DDP a process that skipped alone would leave the others waiting in backward's
+        # all-reduce: every process skips when any must
+        finite = out is not None and bool(torch.isfinite(out["loss"]))
+        if self.trainer.strategy.reduce_boolean_decision(not finite, all=False):
+            return self._skip_step(batch_idx, "non-finite loss" if readable else "no readable image")
         self.skipped_in_a_row = 0
         batch_size = len(out["targets"])
         self.log_dict(
@@ -128,12 +165,18 @@ class ClipClassifierModule(pl.LightningModule):
         self.log("train/logit_scale", self.model.logit_scale().detach(), batch_size=batch_size)
         return out["loss"]
 
-    def _skip_step(self, batch_idx: int) -> None:
-        """Returning None makes Lightning skip backward and the weight update (single process;
-        under DDP every rank would have to skip together)."""
+    def _skip_step(self, batch_idx: int, reason: str = "non-finite loss") -> None:
+        """Returning None makes Lightning skip backward and the weight update; under DDP every
+        process returns None together (see `training_step`)."""
+        if reason != "non-finite loss":  # an unreadable batch is no sign of divergence
+            pl.utilities.rank_zero_warn(
+                f"{reason} at step {self.global_step} (batch {batch_idx}) on some process: step skipped"
+            )
+            return None
         self.skipped_in_a_row += 1
+        where = " on some process" if self.trainer.world_size > 1 else ""
         pl.utilities.rank_zero_warn(
-            f"non-finite loss at step {self.global_step} (batch {batch_idx}): step skipped, weights unchanged"
+            f"non-finite loss at step {self.global_step} (batch {batch_idx}){where}: step skipped, weights unchanged"
         )
         if self.skipped_in_a_row >= MAX_SKIPPED_STEPS_IN_A_ROW:
             first = self.global_step - self.skipped_in_a_row + 1
@@ -144,17 +187,18 @@ class ClipClassifierModule(pl.LightningModule):
         return None
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        """Non-finite gradients (from a finite loss) are zeroed rather than written into weights."""
+        """Non-finite gradients (from a finite loss) skip the whole optimizer step: every gradient
+        is dropped, so AdamW leaves every weight, moment and step count as it was. (Zeroing only
+        the bad tensors would still move the others, and decay all of them.) Under DDP the
+        gradients are already all-reduced, so every process decides alike."""
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         # one fused norm of all gradients is finite when every gradient is: ~10x cheaper than a
-        # per-tensor scan (0.14 s a step for ViT-B/32 on a CPU core), which runs only if it is not
+        # per-tensor scan (0.14 s a step for ViT-B/32 on a CPU core)
         if not grads or torch.isfinite(torch.nn.utils.get_total_norm(grads)):
             return
-        bad = [p for p in self.parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
-        if bad:
-            pl.utilities.rank_zero_warn(f"non-finite gradients at step {self.global_step}: zeroed")
-            for p in bad:
-                p.grad.zero_()
+        pl.utilities.rank_zero_warn(f"non-finite gradients at step {self.global_step}: optimizer step skipped")
+        for p in self.parameters():
+            p.grad = None
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         self.model.clamp_logit_scale()
@@ -167,22 +211,28 @@ class ClipClassifierModule(pl.LightningModule):
         self.val_per_class.update(out["preds"], out["targets"])
         self.log("val/loss", out["loss"], batch_size=len(out["targets"]), sync_dist=True)
 
+    def validation_metrics(self) -> dict[str, torch.Tensor]:
+        """The epoch's validation metrics, gathered over processes.
+
+        Macro F1 is the plain mean of the per-class F1 over every class, as scikit-learn reports
+        it in metrics.json: torchmetrics' macro average leaves out a class absent from both
+        predictions and targets, so the checkpoint would be chosen on a different number."""
+        per_class = self.val_per_class.compute()
+        metrics = {**self.val_metrics.compute(), "val/macro_f1": per_class.mean()}
+        metrics.update({f"val/f1/{name}": f1 for name, f1 in zip(self.class_names, per_class)})
+        return metrics
+
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute(), prog_bar=True)
-        for name, f1 in zip(self.class_names, self.val_per_class.compute()):
-            self.log(f"val/f1/{name}", f1)
+        metrics = self.validation_metrics()
+        self.log_dict({k: v for k, v in metrics.items() if not k.startswith("val/f1/")}, prog_bar=True)
+        self.log_dict({k: v for k, v in metrics.items() if k.startswith("val/f1/")})
         self.val_metrics.reset()
         self.val_per_class.reset()
 
     def configure_optimizers(self):
         cfg = self.hparams.config
-        decay, no_decay = [], []
-        for param in self.parameters():
-            if param.requires_grad:
-                # biases, norm weights and the scalar logit scale get no weight decay
-                (no_decay if param.ndim < 2 else decay).append(param)
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg["optim_weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+            param_groups(self.model, cfg),
             lr=cfg["lr"],
             betas=tuple(cfg["optim_betas"]),
             eps=cfg["optim_eps"],
@@ -190,8 +240,20 @@ class ClipClassifierModule(pl.LightningModule):
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = max(1, int(cfg["warmup_ratio"] * total))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, warmup))
+        schedule = warmup_cosine(total, warmup, self._time_fraction())
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _time_fraction(self) -> Callable[[], float] | None:
+        """The share of `max_minutes` spent training, read from the Trainer's Timer (whose elapsed
+        time a resumed run restores); None without a time budget."""
+        from pytorch_lightning.callbacks import Timer
+
+        minutes = self.hparams.config.get("max_minutes")
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+        if not minutes or timer is None:
+            return None
+        return lambda: timer.time_elapsed("train") / (60.0 * minutes)
 
     def _fused_optimizer(self) -> bool:
         """Fused AdamW (one kernel per update, 3-6x faster on CPU) where it exists and where

@@ -1,0 +1,192 @@
+"""Method correctness (issue 10): logit scale, numerics, dtypes, head learning rate, schedule,
+token limits, metrics and optimizer-step skipping, each checked where a tiny CLIP can show it."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from clipcls.model.loading import load_clip
+
+CLASSES = ["곰팡이", "stain", "clean"]
+DESCRIPTIONS = {
+    "곰팡이": ["black mould spots", "곰팡이 얼룩"],
+    "stain": ["a brown stain"],
+    "clean": ["plain wallpaper"],
+}
+
+
+@pytest.fixture
+def parts():
+    return load_clip("tiny")
+
+
+def test_temperature_below_one_warns_that_it_is_a_multiplier(caplog):
+    from cfg import CFG
+    from clipcls.config import parse_config
+
+    with caplog.at_level(logging.WARNING, logger="clipcls"):
+        cfg = parse_config(CFG, ["--temperature", "0.07"])
+    assert cfg["temperature"] == 0.07
+    assert "multiplier" in caplog.text and "100" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="clipcls"):
+        parse_config(CFG, ["--temperature", "1.072508"])  # the seed's field still parses, quietly
+    assert "temperature" not in caplog.text
+
+
+def fit(cfg: dict, patch_trainer=None):
+    """Train in-process as `clipcls train` does; `patch_trainer(trainer)` runs before the fit."""
+    from clipcls.data.splits import load_splits
+    from clipcls.training.datamodule import ClipDataModule
+    from clipcls.training.module import build_module
+    from clipcls.training.trainer import build_trainer
+
+    data = load_splits(cfg)
+    module = build_module(cfg, data.class_names, data.descriptions)
+    datamodule = ClipDataModule(data, cfg, module.image_mean, module.image_std)
+    trainer = build_trainer(cfg, Path(cfg["output_dir"]) / cfg["run_name"])
+    if patch_trainer is not None:
+        patch_trainer(trainer)
+    trainer.fit(module, datamodule=datamodule)
+    return trainer, module
+
+
+def head_text_gap(module) -> float:
+    """Mean absolute difference of head and description logits on fixed random images."""
+    generator = torch.Generator().manual_seed(1)
+    model = module.model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(16, 3, 32, 32, generator=generator))
+    return float((out["head_logits"] - out["text_logits"]).abs().mean())
+
+
+def test_head_gets_its_own_learning_rate(base_cfg):
+    from clipcls.training.module import build_module, param_groups
+
+    cfg = {**base_cfg, "lr": 1e-5, "head_lr_multiplier": 100.0}
+    module = build_module(cfg, CLASSES, DESCRIPTIONS)
+    groups = param_groups(module.model, cfg)
+    head = {id(p) for p in module.model.head.parameters()}
+    for group in groups:
+        is_head = {id(p) in head for p in group["params"]}
+        assert len(is_head) == 1  # no group mixes head and backbone
+        assert group["lr"] == pytest.approx(1e-3 if is_head == {True} else 1e-5)
+    assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in module.parameters())
+    # a multiplier of 1 keeps the seed's two groups (decay / no decay): old runs resume
+    assert len(param_groups(module.model, {**cfg, "head_lr_multiplier": 1.0})) == 2
+
+
+def test_head_and_text_scorers_diverge_after_a_short_run(base_cfg):
+    """At the zero-shot start head and text give the same logits; with one learning rate of 1e-5
+    the head hardly moves in a short run, with its own (x100) it becomes a different classifier."""
+    gaps = {}
+    for multiplier in (1.0, 100.0):
+        cfg = {**base_cfg, "lr": 1e-5, "epochs": 3, "head_lr_multiplier": multiplier, "run_name": f"m{multiplier:g}"}
+        _, module = fit(cfg)
+        gaps[multiplier] = head_text_gap(module)
+    assert gaps[1.0] < 2e-3, gaps  # measured 2e-4: one learning rate leaves the head where it began
+    assert gaps[100.0] > 20 * gaps[1.0], gaps  # measured 95x
+
+
+def test_schedule_follows_the_time_budget_with_a_fake_clock():
+    from clipcls.training.module import warmup_cosine
+
+    clock = {"fraction": 0.0}
+    factor = warmup_cosine(1000, 10, lambda: clock["fraction"])
+    assert factor(100) == pytest.approx(0.5 * (1 + math.cos(math.pi * 90 / 990)))  # steps lead
+    clock["fraction"] = 0.5
+    assert factor(100) == pytest.approx(0.5)  # time leads: halfway through the budget
+    clock["fraction"] = 1.0
+    assert factor(100) == pytest.approx(0.0)
+    assert warmup_cosine(1000, 10)(100) > 0.9  # no budget: steps alone
+
+
+def test_time_capped_run_ends_decayed(base_cfg):
+    """The Trainer's clock runs 10 s a step against a 1-minute budget: training stops after
+    about 6 of its 300 epoch-sized steps, and the learning rate has decayed by then."""
+    from pytorch_lightning.callbacks import Timer
+
+    cfg = {**base_cfg, "epochs": 100, "max_minutes": 1.0, "warmup_ratio": 0.0}
+
+    def fake_clock(trainer):
+        timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
+        timer.time_elapsed = lambda stage="train": 10.0 * trainer.global_step
+
+    trainer, _ = fit(cfg, fake_clock)
+    assert trainer.global_step < 20  # stopped by the clock, not by the 300 steps of 100 epochs
+    last_lr = trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0]
+    assert last_lr < 0.02 * cfg["lr"], last_lr
+
+
+def test_validation_macro_f1_equals_sklearn_when_a_class_is_absent(base_cfg):
+    """Class 2 is in neither predictions nor targets: scikit-learn counts its F1 as 0 in the
+    macro mean (metrics.json), so the checkpoint must be chosen on the same number."""
+    from clipcls.evaluation.metrics import classification_metrics
+    from tests.conftest import make_module
+
+    module = make_module(base_cfg, CLASSES, DESCRIPTIONS)
+    targets = torch.tensor([0, 0, 1, 1, 1, 0])
+    preds = torch.tensor([0, 1, 1, 1, 0, 0])
+    module.val_metrics.update(preds, targets)
+    module.val_per_class.update(preds, targets)
+    logged = module.validation_metrics()
+    reported = classification_metrics(targets.numpy(), preds.numpy(), CLASSES)
+    assert logged["val/macro_f1"].item() == pytest.approx(reported["macro_f1"], abs=1e-6)
+    assert logged["val/weighted_f1"].item() == pytest.approx(reported["weighted_f1"], abs=1e-6)
+    assert logged["val/f1/clean"].item() == 0.0
+
+
+def test_non_finite_gradient_skips_the_whole_optimizer_step(base_cfg):
+    from clipcls.training.module import param_groups
+    from tests.conftest import make_module
+
+    module = make_module(base_cfg, CLASSES, DESCRIPTIONS)
+    optimizer = torch.optim.AdamW(param_groups(module.model, base_cfg), lr=1e-2)
+    module.model(torch.randn(2, 3, 32, 32))["head_logits"].sum().backward()
+    module.model.head.bias.grad[0] = float("nan")  # one bad tensor among finite ones
+    before = {name: p.detach().clone() for name, p in module.named_parameters()}
+    with pytest.warns(UserWarning, match="non-finite gradients at step 0: optimizer step skipped"):
+        module.on_before_optimizer_step(optimizer)
+    optimizer.step()
+    changed = [name for name, p in module.named_parameters() if not torch.equal(p, before[name])]
+    assert changed == []  # the finite gradients were not applied either, nor weight decay
+    assert optimizer.state_dict()["state"] == {}  # no moment or step count recorded
+
+
+def test_each_process_draws_its_own_random_stream(base_cfg):
+    """Description sampling and dropout: rank 0 keeps the single-process stream (resume still
+    repeats it), other ranks get their own."""
+    from types import SimpleNamespace
+
+    from tests.conftest import make_module
+
+    module = make_module(base_cfg, CLASSES, DESCRIPTIONS)
+    draws = {}
+    for rank in (0, 1, 2):
+        module._trainer = SimpleNamespace(global_rank=rank, global_step=5)
+        module.on_train_batch_start(None, 3)
+        draws[rank] = torch.rand(4)
+    module._trainer = None
+    module.on_train_batch_start(None, 3)  # no trainer: one process, step 0
+    assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[1], draws[2])
+    module._trainer = SimpleNamespace(global_rank=0, global_step=5)
+    module.on_train_batch_start(None, 3)
+    assert torch.equal(torch.rand(4), draws[0])
+    module._trainer = None
+
+
+def test_wise_ft_warns_when_the_head_started_random(caplog):
+    from clipcls.model.wise import initial_classifier
+
+    config = {"model_name": "tiny", "head": "linear", "freeze_text": True, "seed": 0}
+    with caplog.at_level(logging.WARNING, logger="clipcls"):
+        initial_classifier({**config, "head_init": "zeroshot"}, CLASSES, DESCRIPTIONS)
+    assert "WiSE-FT" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="clipcls"):
+        initial_classifier({**config, "head_init": "random"}, CLASSES, DESCRIPTIONS)
+    assert "randomly initialised" in caplog.text and "head_init: random" in caplog.text
