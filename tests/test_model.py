@@ -1,5 +1,8 @@
 """The tiny offline CLIP, loading, zero-shot head initialisation and the text cache."""
 
+import math
+import shutil
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -97,3 +100,57 @@ def test_learned_scale_is_clamped_at_100(parts):
         model.clip.logit_scale.fill_(10.0)
     model.clamp_logit_scale()
     assert model.logit_scale().item() == pytest.approx(100.0)
+
+
+def test_logit_scale_at_the_cap_still_gets_gradient(parts):
+    """OpenAI and LAION checkpoints store ln 100, which rounds above ln 100 in float32: a clamp
+    inside the forward pass would zero the scale's gradient, so it could never train."""
+    model = ClipClassifier(parts.model, parts.tokenizer, CLASSES, DESCRIPTIONS).train()
+    with torch.no_grad():
+        model.clip.logit_scale.fill_(math.log(100.0))
+    model(torch.randn(2, 3, 64, 64))["text_logits"].sum().backward()
+    assert model.clip.logit_scale.grad is not None and model.clip.logit_scale.grad.abs().item() > 0
+
+
+def test_logit_scale_pushed_above_100_is_clamped_after_the_step(parts):
+    model = ClipClassifier(parts.model, parts.tokenizer, CLASSES, DESCRIPTIONS).train()
+    optimizer = torch.optim.SGD([model.clip.logit_scale], lr=10.0)
+    (-model(torch.randn(2, 3, 64, 64))["text_logits"].abs().sum()).backward()  # pushes the scale up
+    grad = model.clip.logit_scale.grad.item()
+    optimizer.step()
+    assert model.clip.logit_scale.exp().item() > 100 and grad < 0
+    model.clamp_logit_scale()
+    assert model.logit_scale().item() == pytest.approx(100.0, abs=1e-3)
+
+
+def test_logits_are_float32_under_bf16_autocast(parts):
+    model = ClipClassifier(parts.model, parts.tokenizer, CLASSES, DESCRIPTIONS).eval()
+    pixels = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        reference = model(pixels)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(pixels)
+    assert out["text_logits"].dtype == torch.float32 and out["head_logits"].dtype == torch.float32
+    # the towers ran in bf16; the scaled cosine after them is float32: no 0.5-wide steps near 100
+    torch.testing.assert_close(out["text_logits"], reference["text_logits"], atol=2.0, rtol=0.05)
+    image = out["embedding"].float()
+    expected = model.logit_scale() * image @ model.class_embeddings().float().T
+    torch.testing.assert_close(out["text_logits"], expected, atol=1e-4, rtol=1e-5)
+
+
+def test_half_precision_checkpoint_loads_in_float32(parts, tmp_path):
+    """transformers v5 loads a checkpoint in its stored dtype: an fp16 CLIP would train in fp16,
+    where AdamW updates of 1e-5 vanish."""
+    parts.model.half().save_pretrained(tmp_path)
+    parts.tokenizer.save_pretrained(tmp_path)
+    shutil.copy(tiny_clip_path() / "preprocessor_config.json", tmp_path)
+    loaded = load_clip(str(tmp_path))
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}
+
+
+def test_half_precision_config_builds_float32_without_weights(parts, tmp_path):
+    parts.model.half().save_pretrained(tmp_path)
+    parts.tokenizer.save_pretrained(tmp_path)
+    shutil.copy(tiny_clip_path() / "preprocessor_config.json", tmp_path)
+    loaded = load_clip(str(tmp_path), weights=False)  # the architecture a checkpoint's weights fill
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}
