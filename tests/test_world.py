@@ -1,0 +1,188 @@
+"""The procedural world, its held-out task and the shipped miniature CLIP `mini` (CPU, offline)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from clipcls.model.mini import MINI_SHA256, file_sha256, mini_clip_path, verify_mini
+from clipcls.world import evaluate_zeroshot as ez
+from clipcls.world import task as task_mod
+from clipcls.world.captions import caption
+from clipcls.world.model import EOT, build_clip, build_tokenizer
+from clipcls.world.pretrain import mirrored
+from clipcls.world.render import render_scene
+from clipcls.world.scene import Mark, is_held_out, pretraining_scene
+from clipcls.world.vocab import vocabulary, words
+
+DESCRIPTIONS = "info/mini_task_descriptions.yaml"
+SHUFFLED = "info/mini_task_descriptions_shuffled.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The machine is shared: keep every test on one CPU thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --- The world ---
+
+
+def test_world_is_deterministic_by_seed():
+    for index in range(20):
+        scene = pretraining_scene(0, index)
+        assert scene == pretraining_scene(0, index)
+        assert np.array_equal(render_scene(scene), render_scene(pretraining_scene(0, index)))
+        rng_a, rng_b = np.random.default_rng([0, index]), np.random.default_rng([0, index])
+        assert caption(scene, rng_a) == caption(scene, rng_b)
+    image = render_scene(pretraining_scene(0, 3))
+    assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+    assert not np.array_equal(image, render_scene(pretraining_scene(1, 3)))
+    assert pretraining_scene(0, 3) != pretraining_scene(1, 3)
+
+
+def test_captions_vary_in_wording_and_use_only_world_words():
+    scene = pretraining_scene(0, 5)
+    wordings = {caption(scene, np.random.default_rng(i)) for i in range(200)}
+    assert len(wordings) >= 100  # one picture, many true captions
+    stream = [caption(pretraining_scene(0, i), np.random.default_rng(i)) for i in range(1000)]
+    assert len(set(stream)) >= 950  # 10^5 distinct pairs are easily reached
+    known = set(vocabulary())
+    assert {w for text in stream for w in words(text)} <= known
+
+
+def test_held_out_combinations_never_appear_in_pretraining():
+    scenes = [pretraining_scene(0, i) for i in range(4000)]
+    assert not any(is_held_out(s) for s in scenes)
+    on_wallpaper = {s.mark.kind for s in scenes if s.material == "wallpaper" and s.mark}
+    assert "hole" in on_wallpaper and "tear" not in on_wallpaper
+    assert "tear" in {s.mark.kind for s in scenes if s.mark}  # tears exist, elsewhere
+    for name in task_mod.TASK_KINDS:
+        for split in ("train", "val"):
+            assert all(is_held_out(task_mod.task_scene(name, split, 0, i)) for i in range(10))
+        shifted = [task_mod.task_scene(name, "shifted", 0, i) for i in range(10)]
+        assert all(s.material != "wallpaper" for s in shifted)
+
+
+def test_mirroring_swaps_the_caption_side():
+    scene = pretraining_scene(0, 0)
+    marked = scene.__class__(**{**scene.__dict__, "mark": Mark("hole", position="top left")})
+    assert mirrored(marked, "x").mark.position == "top right"
+    assert mirrored(marked, "y").mark.position == "bottom left"
+
+
+# --- The task ---
+
+
+SMALL_COUNTS = {  # the real counts, scaled down so a test writes 33 files, not 972
+    "train": {"clean": 10, "mould": 4, "tear": 2, "seam_gap": 1, "stain": 3, "bubble": 2, "scratch": 2},
+    "val": dict.fromkeys(task_mod.TASK_KINDS, 1),
+    "shifted": dict.fromkeys(task_mod.TASK_KINDS, 1),
+}
+
+
+@pytest.fixture
+def task_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(task_mod, "SPLIT_COUNTS", SMALL_COUNTS)
+    return task_mod.make_task(tmp_path / "task", seed=0)
+
+
+def test_task_counts_are_imbalanced_with_a_rare_class_and_a_balanced_validation_split():
+    train = task_mod.SPLIT_COUNTS["train"]
+    assert max(train.values()) / min(train.values()) >= 20 and min(train.values()) <= 10
+    assert min(task_mod.SPLIT_COUNTS["val"].values()) >= 20
+    assert set(task_mod.SPLIT_COUNTS["shifted"]) == set(task_mod.TASK_KINDS)
+
+
+def test_task_writes_the_counts_and_reuses_a_complete_set(task_dir):
+    for split, counts in task_mod.SPLIT_COUNTS.items():
+        for name, count in counts.items():
+            assert len(list((task_dir / split / name).glob("*.jpg"))) == count
+    marker = json.loads((task_dir / ".complete").read_text())
+    assert marker["seed"] == 0
+    stamp = (task_dir / "val" / "tear" / "tear_0.jpg").stat().st_mtime_ns
+    task_mod.make_task(task_dir, seed=0)  # complete: reused, nothing rewritten
+    assert (task_dir / "val" / "tear" / "tear_0.jpg").stat().st_mtime_ns == stamp
+
+
+def test_task_is_reproducible(task_dir):
+    for name in ("mould", "seam_gap"):
+        for split in ("train", "shifted"):
+            path = task_dir / split / name / f"{name}_0.jpg"
+            again = task_mod._jpeg(render_scene(task_mod.task_scene(name, split, 0, 0)))
+            assert path.read_bytes() == again
+    assert not np.array_equal(
+        render_scene(task_mod.task_scene("tear", "val", 0, 0)), render_scene(task_mod.task_scene("tear", "val", 1, 0))
+    )
+
+
+def test_descriptions_use_world_words_and_the_control_is_shuffled():
+    real = yaml.safe_load(open(DESCRIPTIONS))
+    shuffled = yaml.safe_load(open(SHUFFLED))
+    assert list(real) == list(task_mod.TASK_KINDS) == list(shuffled)
+    tokenizer = build_tokenizer()
+    for texts in real.values():
+        assert len(texts) == 2
+        for text in texts:
+            assert tokenizer.unk_token_id not in tokenizer(text)["input_ids"], text
+    assert sorted(map(tuple, real.values())) == sorted(map(tuple, shuffled.values()))
+    assert all(real[name] != shuffled[name] for name in real)
+
+
+# --- The tokenizer and the model ---
+
+
+def test_text_tower_pools_at_the_end_token():
+    tokenizer = build_tokenizer()
+    eot = tokenizer.convert_tokens_to_ids(EOT)
+    assert eot != 2  # 2 would switch CLIP to its legacy argmax pooling
+    model = build_clip(tokenizer, width=32).eval()
+    tokens = tokenizer(["a hole", "three small dark red spots on steel"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model.text_model(**tokens)
+    where = (tokens["input_ids"] == eot).int().argmax(-1)
+    expected = out.last_hidden_state[torch.arange(2), where]
+    assert torch.allclose(out.pooler_output, expected)
+
+
+def test_mini_loads_offline_and_matches_its_recorded_sha256(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    root = verify_mini()
+    assert root == mini_clip_path()
+    assert file_sha256(root / "model.safetensors") == MINI_SHA256
+    assert MINI_SHA256 in (root / "PROVENANCE.md").read_text()
+    assert sum(p.stat().st_size for p in root.iterdir()) <= 10 * 2**20
+    model, tokenizer, processor = ez.load(root)
+    assert model.config.text_config.eos_token_id == tokenizer.eos_token_id
+    assert processor(images=[render_scene(pretraining_scene(0, 0))], return_tensors="pt")["pixel_values"].shape == (
+        1,
+        3,
+        64,
+        64,
+    )
+
+
+def test_verify_mini_rejects_other_weights(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"not the weights")
+    with pytest.raises(RuntimeError, match="unexpected weights"):
+        verify_mini(tmp_path)
+
+
+def test_mini_zero_shot_beats_chance():
+    descriptions = yaml.safe_load(open(DESCRIPTIONS))
+    model, tokenizer, processor = ez.load(mini_clip_path())
+    images, labels = [], []
+    for label, name in enumerate(descriptions):
+        for i in range(7):  # 49 validation pictures, painted in memory
+            images.append(render_scene(task_mod.task_scene(name, "val", 0, i)))
+            labels.append(label)
+    scores = ez.zero_shot(model, tokenizer, processor, descriptions, images, np.array(labels))
+    # Chance is 1/7 = 0.14 (7 of 49 right, standard deviation 2.4); twice chance is 2.7 sd above it.
+    assert scores["accuracy"] >= 2 / 7 and scores["macro_f1"] >= 2 / 7, scores
