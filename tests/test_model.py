@@ -1,5 +1,6 @@
 """The tiny offline CLIP, loading, zero-shot head initialisation and the text cache."""
 
+import logging
 import math
 import shutil
 
@@ -154,3 +155,19 @@ def test_half_precision_config_builds_float32_without_weights(parts, tmp_path):
     shutil.copy(tiny_clip_path() / "preprocessor_config.json", tmp_path)
     loaded = load_clip(str(tmp_path), weights=False)  # the architecture a checkpoint's weights fill
     assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}
+
+
+def test_descriptions_over_the_token_limit_are_named_with_their_counts(parts, caplog):
+    """The byte-level tiny tokenizer spends 3 tokens a Korean syllable, as an English CLIP's BPE
+    spends 2-3: 30 syllables are 92 tokens with the start and end tokens, over the limit of 77."""
+    long_korean = "벽" * 30
+    descriptions = {**DESCRIPTIONS, "stain": ["a brown stain", long_korean]}
+    with caplog.at_level(logging.WARNING, logger="clipcls"):
+        model = ClipClassifier(parts.model, parts.tokenizer, CLASSES, descriptions)
+    assert "'stain' (92 tokens)" in caplog.text and "77-token limit" in caplog.text
+    assert "'clean'" not in caplog.text and "'곰팡이'" not in caplog.text
+    assert model.text_ids.shape[1] == 77  # still cut, as the model was pretrained
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="clipcls"):
+        model.embed_descriptions({"scratch": ["a thin scratch", "x" * 100]})  # predict-time extra classes
+    assert "'scratch' (102 tokens)" in caplog.text

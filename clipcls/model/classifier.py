@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 from clipcls.model.adapters import Adapter, adapter_for, resolve_contrastive_loss
 from clipcls.model.heads import build_head, init_head_zeroshot
 
+log = logging.getLogger("clipcls.model")
 MAX_LOGIT_SCALE = 100.0  # CLIP's own clamp on exp(logit_scale) (the adapter holds each family's)
 
 
@@ -21,6 +23,28 @@ def flatten_descriptions(class_names: list[str], descriptions: dict[str, list[st
         texts += descriptions[name]
         owner += [idx] * len(descriptions[name])
     return texts, owner
+
+
+def over_token_limit(tokenizer, texts: list[str], owners: list[str], limit: int) -> list[tuple[str, int]]:
+    """(class, token count) of every description longer than `limit` tokens, counted once without
+    truncation. (Korean costs 2-3 byte-level BPE tokens a syllable in an English CLIP.)"""
+    counts = [len(ids) for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
+    return [(owner, count) for owner, count in zip(owners, counts) if count > limit]
+
+
+def warn_truncated(tokenizer, texts: list[str], owners: list[str], limit: int) -> None:
+    """Warn, naming each class and its token count, about descriptions the model will cut: the
+    tokenizer truncates silently, and the cut part never reaches the text tower."""
+    long = over_token_limit(tokenizer, texts, owners, limit)
+    if long:
+        listed = ", ".join(f"{name!r} ({count} tokens)" for name, count in long)
+        log.warning(
+            "%d description(s) longer than the model's %d-token limit are cut to it: %s; shorten them so "
+            "what tells the classes apart comes within the limit",
+            len(long),
+            limit,
+            listed,
+        )
 
 
 def average_per_class(embeddings: torch.Tensor, owner: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -70,6 +94,7 @@ class ClipClassifier(nn.Module):
         self.freeze_text = freeze_text
         self.temperature = temperature
         texts, owner = flatten_descriptions(self.class_names, descriptions)
+        self.warn_truncated(texts, [self.class_names[i] for i in owner])
         tokens = self.tokenize(texts)
         self.register_buffer("text_ids", tokens["input_ids"], persistent=False)
         self.register_buffer("text_mask", tokens["attention_mask"], persistent=False)
@@ -104,6 +129,10 @@ class ClipClassifier(nn.Module):
         tokens = self.tokenizer(texts, **self.adapter.tokenizer_kwargs(self.clip, self.tokenizer), return_tensors="pt")
         return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
 
+    def warn_truncated(self, texts: list[str], owners: list[str]) -> None:
+        """Warn about descriptions over the family's token limit (see `warn_truncated`)."""
+        warn_truncated(self.tokenizer, texts, owners, self.adapter.max_text_tokens(self.clip, self.tokenizer))
+
     def encode_texts(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """L2-normalised text embeddings (pooled and projected by the family's adapter)."""
         return F.normalize(self.adapter.text_features(self.clip, ids, mask), dim=-1)
@@ -126,6 +155,7 @@ class ClipClassifier(nn.Module):
     def embed_descriptions(self, descriptions: dict[str, list[str]]) -> torch.Tensor:
         """Class embeddings (C, dim) for other classes' descriptions, built like the model's own."""
         texts, owner = flatten_descriptions(list(descriptions), descriptions)
+        self.warn_truncated(texts, [list(descriptions)[i] for i in owner])
         tokens = self.tokenize(texts)
         device = self.text_ids.device
         emb = self.encode_texts(tokens["input_ids"].to(device), tokens["attention_mask"].to(device))
