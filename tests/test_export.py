@@ -168,8 +168,16 @@ def test_existing_out_is_kept_unless_overwrite(run_dir: Path, tmp_path: Path, ca
     assert export.main([str(run_dir), "--out", str(out)]) == 2
     assert "already exists; pass --overwrite" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    # issue 13: --overwrite replaces only an earlier export, never other files
+    assert export.main([str(run_dir), "--out", str(out), "--overwrite"]) == 2
+    assert f"refusing to replace {out}: it is not an earlier clipcls export" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    (out / "keep.txt").unlink()
+    out.rmdir()
+    assert export.main([str(run_dir), "--out", str(out)]) == 0
+    (out / "stale.txt").write_text("from the earlier export")
     assert export.main([str(run_dir), "--out", str(out), "--overwrite"]) == 0
-    assert (out / "clipcls.json").is_file() and not (out / "keep.txt").exists()
+    assert (out / "clipcls.json").is_file() and not (out / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the old copy was removed
 
 

@@ -114,3 +114,30 @@ def test_resume_from_a_file_that_is_not_a_checkpoint_says_so(base_cfg, tmp_path,
     err = capsys.readouterr().err
     assert f"error: {fake} is not a checkpoint: a checkpoint is a zip archive written by torch.save" in err
     assert what in err and "_use_new_zipfile_serialization" not in err
+
+
+# --- item 9: export --overwrite deletes nothing but an earlier export -----------------------------
+def test_export_overwrite_never_deletes_the_source_or_the_current_directory(tmp_path, monkeypatch, capsys):
+    from clipcls.commands import export
+
+    run_dir = tmp_path / "runs" / "test"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 stands for a checkpoint")
+    (run_dir / "clipcls.json").write_text("{}")  # even if it looks like an export
+    cases = [
+        (run_dir, f"refusing to replace {run_dir}: it holds the model being exported"),
+        (tmp_path / "runs", f"refusing to replace {tmp_path / 'runs'}: it holds the model being exported"),
+    ]
+    for out, message in cases:
+        assert export.main([str(run_dir), "--out", str(out), "--overwrite"]) == 2
+        lines = error_lines(capsys.readouterr().err)
+        assert lines == [f"error: {message} ({run_dir})"]
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "notes.txt").write_text("mine")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert export.main([str(run_dir), "--out", ".", "--overwrite"]) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        "error: refusing to replace .: it is (or contains) the current directory"
+    ]
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()  # nothing was deleted
+    assert (tmp_path / "elsewhere" / "notes.txt").is_file()

@@ -65,12 +65,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def export(args: argparse.Namespace) -> int:
     """Load, optionally interpolate (WiSE-FT), and write the export."""
-    from clipcls.export.huggingface import ExportError, export_model
+    from clipcls.export.huggingface import export_model
+    from clipcls.export.replace import check_replaceable
     from clipcls.inference.trained_model import load_trained
     from clipcls.model.wise import check_alpha
 
-    if args.out.exists() and not args.overwrite:  # fail before the (slow) model load
-        raise ExportError(f"{args.out} already exists; pass --overwrite to replace it")
+    check_replaceable(args.out, Path(args.model), args.overwrite)  # before the (slow) model load
     if args.wise_alpha is not None:
         check_alpha(args.wise_alpha)
     if args.format != "hf":
