@@ -220,28 +220,39 @@ def measure_compile(suite: Suite, spec: gm.ModelSpec, cfg: dict, data, eager: di
 
 
 def measure_loader(suite: Suite, spec: gm.ModelSpec, cfg: dict) -> None:
-    """The training loader alone at this model's input size, for each worker count and decode."""
+    """The training loader alone at this model's input size, for each worker count and decode,
+    with the run's augmentation; and the device decoder once without augmentation, which tells
+    its decoding from its per-image augmentation."""
     from clipcls.data.splits import load_splits
 
     data = load_splits(cfg)
+    workers = suite.plan.loader_workers
+    configs = [(decode, count, cfg["augment"]) for decode in ("cpu", "gpu") for count in workers]
+    configs.append(("gpu", workers[len(workers) // 2], "none"))
     mean, std = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]  # CLIP's
-    for decode in ("cpu", "gpu"):
-        for workers in suite.plan.loader_workers:
-            run_cfg = {**cfg, "decode": decode, "num_workers": workers}
-            rate = suite.run(
-                f"loader {spec.size}px decode {decode} workers {workers}",
-                8,
-                gm.loader_images_per_s,
-                data,
-                run_cfg,
-                mean,
-                std,
-                suite.plan.loader_batches,
-                suite.plan.device,
-            )
-            suite.results["loader"].append(
-                {"size": spec.size, "batch": spec.batch, "decode": decode, "workers": workers, "images_per_s": rate}
-            )
+    for decode, count, augment in configs:
+        run_cfg = {**cfg, "decode": decode, "num_workers": count, "augment": augment}
+        rate = suite.run(
+            f"loader {spec.size}px decode {decode} workers {count} augment {augment}",
+            8,
+            gm.loader_images_per_s,
+            data,
+            run_cfg,
+            mean,
+            std,
+            suite.plan.loader_batches,
+            suite.plan.device,
+        )
+        suite.results["loader"].append(
+            {
+                "size": spec.size,
+                "batch": spec.batch,
+                "decode": decode,
+                "workers": count,
+                "augment": augment,
+                "images_per_s": rate,
+            }
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -329,11 +340,11 @@ def render(results: dict) -> str:
             f"{_gib(row.get('peak_memory_bytes_checkpointing'))} | {_num(row.get('checkpointing_images_per_s'))} "
             f"| {max_batch} | {_num(row.get('predict_images_per_s'))} |"
         )
-    lines += ["", "| loader | decode | workers | img/s |", "|---|---|---|---|"]
+    lines += ["", "| loader | decode | workers | augment | img/s |", "|---|---|---|---|---|"]
     for item in results["loader"]:
         lines.append(
             f"| {item['size']}px, batch {item['batch']} | {item['decode']} | {item['workers']} "
-            f"| {_num(item['images_per_s'])} |"
+            f"| {item['augment']} | {_num(item['images_per_s'])} |"
         )
     comp = results["compile"]
     if comp:

@@ -100,7 +100,9 @@ def test_device_path_draws_the_cpu_paths_augmentation_from_the_same_seed(tmp_pat
         paths.append(folder / f"{i}.png")
         Image.fromarray(photo(40, 40, i)).save(paths[-1])
     seeds = [11, 12, 13, 14, 15, 16]
+    state = torch.get_rng_state()
     _, batch = device_batch(paths, augment, seeds)
+    assert torch.equal(torch.get_rng_state(), state)  # the global random stream is left as it was
     expected = torch.stack([cpu_pixels(p, augment, s) for p, s in zip(paths, seeds)])
     torch.testing.assert_close(batch.pixels, expected, atol=1e-5, rtol=0)
     _, other = device_batch(paths, augment, [s + 100 for s in seeds])

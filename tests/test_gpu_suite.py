@@ -31,10 +31,11 @@ def test_quick_mode_measures_every_part_on_the_cpu(tmp_path, capsys, monkeypatch
         assert row[f"pipeline_{decode}"]["images_per_s"] > 0 and row[f"pipeline_{decode}"]["first_step_s"] > 0
     assert row["flops_per_step"] > 1e6  # forward and backward of 8 images through the tiny CLIP
     assert row["peak_memory_bytes"] is None  # CUDA only
-    loader = {(item["decode"], item["workers"]): item["images_per_s"] for item in results["loader"]}
-    assert set(loader) == {("cpu", 0), ("cpu", 1), ("gpu", 0), ("gpu", 1)} and min(loader.values()) > 0
+    loader = {(item["decode"], item["workers"], item["augment"]): item["images_per_s"] for item in results["loader"]}
+    expected = {(d, w, "trivialaugment") for d in ("cpu", "gpu") for w in (0, 1)} | {("gpu", 1, "none")}
+    assert set(loader) == expected and min(loader.values()) > 0
     table = capsys.readouterr().out
-    assert "| tiny@64 | 8 |" in table and "| 64px, batch 8 | gpu | 1 |" in table
+    assert "| tiny@64 | 8 |" in table and "| 64px, batch 8 | gpu | 1 | none |" in table
 
 
 def test_largest_batch_search_doubles_then_bisects():
@@ -69,7 +70,9 @@ def test_table_reports_mfu_and_ratios_from_the_json():
                 "smallest_failing_batch": None,
             }
         },
-        "loader": [{"size": 224, "batch": 100, "decode": "gpu", "workers": 4, "images_per_s": 1234.4}],
+        "loader": [
+            {"size": 224, "batch": 100, "decode": "gpu", "workers": 4, "augment": "none", "images_per_s": 1234.4}
+        ],
         "compile": {},
         "skipped": [],
         "errors": [],
@@ -78,7 +81,7 @@ def test_table_reports_mfu_and_ratios_from_the_json():
     assert "| B/32@224 | 100 | 500 | 0% | 250 (0.50) | 400 (0.80) | 0% | 3.0 / 1.0 | - | 4096+ | - |" in table
     results["peak_bf16_tflops"] = 10.0
     assert "| 500 | 50% | 250 (0.50) | 400 (0.80) | 40% |" in gpu_suite.render(results)
-    assert "| 224px, batch 100 | gpu | 4 | 1234 |" in table
+    assert "| 224px, batch 100 | gpu | 4 | none | 1234 |" in table
 
 
 @pytest.mark.parametrize(

@@ -211,13 +211,20 @@ class DeviceDecoder:
 
     def augment_each(self, pixels: torch.Tensor, seeds: list[int | None]) -> torch.Tensor:
         """The CPU path's augmentation, image by image (each draws its own operations), from the
-        image's draw seed when the sampler gave one, so that both paths draw alike."""
-        out = []
-        for image, seed in zip(pixels, seeds):
-            if seed is None:
+        image's draw seed when the sampler gave one, so that both paths draw alike.
+
+        The draws come from the CPU generator (as in the CPU path, whatever the device): it is
+        reseeded per image and restored once per batch, since a `fork_rng` per image cost more
+        than the augmentation itself (0.6 of 1.5 ms per image here)."""
+        if all(seed is None for seed in seeds):
+            return torch.stack([self.augment(image) for image in pixels])
+        generator, state = torch.default_generator, torch.get_rng_state()
+        try:
+            out = []
+            for image, seed in zip(pixels, seeds):
+                if seed is not None:
+                    generator.manual_seed(seed)
                 out.append(self.augment(image))
-                continue
-            with torch.random.fork_rng(devices=[]):  # the draws are on the CPU generator
-                torch.manual_seed(seed)
-                out.append(self.augment(image))
+        finally:
+            torch.set_rng_state(state)  # the caller's random stream stays untouched
         return torch.stack(out)
