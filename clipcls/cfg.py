@@ -19,6 +19,7 @@ class CFG:
     test_size: float = 0.2  # validation fraction of the stratified, seeded split of train_dataset_dir
     img_transform_size_W: int = 224  # input width (the seed used 512; other sizes interpolate positions)
     img_transform_size_H: int = 224  # input height
+    resize: Literal["squash", "crop"] = "squash"  # squash: whole image to HxW; crop: short side + centre crop (CLIP's)
     augment: Literal["none", "flip", "trivialaugment", "randaugment"] = (
         "trivialaugment"  # all but none flip and quarter-turn
     )

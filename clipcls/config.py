@@ -83,6 +83,7 @@ def validate(cfg: dict[str, Any]) -> None:
         "test_size": 0 < cfg["test_size"] < 1,
         "lr": cfg["lr"] > 0,
         "head_lr_multiplier": cfg["head_lr_multiplier"] > 0,
+        "resize": not (cfg.get("resize") == "crop" and cfg.get("decode") == "gpu"),  # the decoder squashes
         "label_smoothing": 0 <= cfg["label_smoothing"] < 1,
         "warmup_ratio": 0 <= cfg["warmup_ratio"] < 1,
         "sim_weight": cfg["sim_weight"] >= 0,

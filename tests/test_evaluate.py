@@ -188,7 +188,9 @@ def test_zeroshot_on_a_run_writes_the_description_report(run_dir, tmp_path, caps
     assert len(report["most_similar"]) == 3  # every distinct pair of 3 classes
     assert report["most_similar"][0]["cosine"] == pytest.approx(max(sim[0, 1], sim[0, 2], sim[1, 2]))
     metrics = load_json(out / "metrics.json")
-    assert list(metrics["scorers"]) == ["zeroshot"] and metrics["num_images"] == 5
+    # at the run's size (squashed) and with the checkpoint's own preprocessing (crop, native size)
+    assert list(metrics["scorers"]) == ["zeroshot", "zeroshot_native"] and metrics["num_images"] == 5
+    assert "centre crop at 64x64" in metrics["image_size"]
     matrix = np.array(metrics["scorers"]["zeroshot"]["confusion_matrix"])
     off = sorted((matrix[i, j] for i in range(3) for j in range(3) if i != j and matrix[i, j]), reverse=True)
     assert [c["count"] for c in report["most_confused"]] == off

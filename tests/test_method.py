@@ -7,6 +7,7 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -190,3 +191,34 @@ def test_wise_ft_warns_when_the_head_started_random(caplog):
     with caplog.at_level(logging.WARNING, logger="clipcls"):
         initial_classifier({**config, "head_init": "random"}, CLASSES, DESCRIPTIONS)
     assert "randomly initialised" in caplog.text and "head_init: random" in caplog.text
+
+
+def test_resize_crop_keeps_the_aspect_ratio_and_squash_the_whole_image():
+    """A 40x80 image (H x W) whose left and right fifths are white: `crop` (CLIP's resize of the
+    shortest side + centre crop, columns 20-60) cuts them off, `squash` keeps them, distorted."""
+    from PIL import Image
+
+    from clipcls.data.transforms import build_transform
+
+    pixels = np.zeros((40, 80, 3), np.uint8)
+    pixels[:, :16] = pixels[:, 64:] = 255
+    image = Image.fromarray(pixels)
+    crop = build_transform((20, 20), [0, 0, 0], [1, 1, 1], resize="crop")(image)
+    squash = build_transform((20, 20), [0, 0, 0], [1, 1, 1], resize="squash")(image)
+    assert crop.shape == squash.shape == (3, 20, 20)
+    assert crop.max().item() == 0.0  # only the dark centre is left
+    assert squash[:, :, :3].min().item() > 0.9 and squash[:, :, 8:12].max().item() == 0.0
+    with pytest.raises(ValueError, match="unknown resize 'fit'"):
+        build_transform((20, 20), [0, 0, 0], [1, 1, 1], resize="fit")
+
+
+def test_training_resizes_as_the_config_says(base_cfg):
+    from clipcls.data.splits import load_splits
+    from clipcls.training.datamodule import ClipDataModule
+
+    data = load_splits(base_cfg)
+    for resize, step in (("squash", "Resize"), ("crop", "CenterCrop")):
+        module = ClipDataModule(data, {**base_cfg, "resize": resize}, [0.5] * 3, [0.5] * 3)
+        for dataset in (module.train_set, module.val_set):
+            names = [type(t).__name__ for t in dataset.transform.transforms]
+            assert step in names and (resize == "crop") == ("CenterCrop" in names)

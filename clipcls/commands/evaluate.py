@@ -67,7 +67,14 @@ def evaluate(args: argparse.Namespace) -> int:
         index, data_desc = validation_index(model, run_dir)
     device = pick_device(args.device)
     loader = eval_loader(
-        index, model.image_size, model.image_mean, model.image_std, args.batch_size, args.workers, device
+        index,
+        model.image_size,
+        model.image_mean,
+        model.image_std,
+        args.batch_size,
+        args.workers,
+        device,
+        model.config.get("resize", "squash"),  # as the model was trained
     )
     probabilities = functools.partial(scorer_probabilities, text_probability=model.classifier.text_probability)
     ev = evaluate_classifier(model.classifier, index, loader, device, probabilities)

@@ -139,6 +139,7 @@ def torch_setup(args: argparse.Namespace, paths: PathTable) -> tuple[Predictor, 
         args.batch_size,
         args.workers,
         predictor.device,
+        model.config.get("resize", "squash"),
     )
     return predictor, loader
 

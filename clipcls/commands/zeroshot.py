@@ -80,6 +80,7 @@ def zeroshot(args: argparse.Namespace) -> int:
     )
     from clipcls.evaluation.plots import plot_similarity
     from clipcls.evaluation.zeroshot import (
+        NATIVE,
         SCORER,
         build_zeroshot,
         description_report,
@@ -101,6 +102,22 @@ def zeroshot(args: argparse.Namespace) -> int:
     )
     probability = PROBABILITIES[classifier.text_probability]  # softmax, or sigmoid for SigLIP
     ev = evaluate_classifier(classifier, index, loader, device, lambda o: {SCORER: probability(o["text_logits"])})
+    # the fair baseline: the checkpoint's own preprocessing (shortest side + centre crop at its
+    # native size, as CLIP was pretrained), beside the run's (squashed to the training size)
+    native_loader = eval_loader(
+        index,
+        [native, native],
+        classifier.image_mean,
+        classifier.image_std,
+        args.batch_size,
+        args.workers,
+        device,
+        "crop",
+    )
+    native_ev = evaluate_classifier(
+        classifier, index, native_loader, device, lambda o: {NATIVE: probability(o["text_logits"])}
+    )
+    ev.metrics[NATIVE], ev.probabilities[NATIVE] = native_ev.metrics[NATIVE], native_ev.probabilities[NATIVE]
     similarity = similarity_matrix(classifier)
     report = description_report(ev, similarity, inputs["descriptions"])
     out.mkdir(parents=True, exist_ok=True)
@@ -111,7 +128,7 @@ def zeroshot(args: argparse.Namespace) -> int:
         "model": inputs["model_name"],
         "descriptions_file": inputs["descriptions_file"],
         "data": inputs["data"],
-        "image_size": f"{size[0]}x{size[1]}",
+        "image_size": f"{size[0]}x{size[1]} (squashed; {NATIVE}: shortest side + centre crop at {native}x{native})",
         "device": str(device),
     }
     write_evaluation(
@@ -123,7 +140,7 @@ def zeroshot(args: argparse.Namespace) -> int:
         extra_sections=[description_section(report, png)],
     )
     warn_problems(ev)
-    print(format_table({SCORER: summary(ev.metrics[SCORER])}))
+    print(format_table({name: summary(ev.metrics[name]) for name in (SCORER, NATIVE)}))
     print_description_report(report)
     print(
         f"\n{len(ev.outputs['targets'])} images in {time.perf_counter() - started:.1f} s; "

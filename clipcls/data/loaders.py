@@ -97,11 +97,14 @@ def inference_loader(
     batch_size: int,
     workers: int | None,
     device: torch.device | str = "cpu",
+    resize: str = "squash",
 ) -> DataLoader:
-    """A deterministic loader (no augmentation) for evaluation and prediction. On a CPU device the
-    cores are split between loader workers and the model's threads, as in training."""
+    """A deterministic loader (no augmentation) for evaluation and prediction, resizing as the
+    model was trained (`resize`). On a CPU device the cores are split between loader workers and
+    the model's threads, as in training."""
     size = (int(image_size[0]), int(image_size[1]))
-    dataset = ImageDataset(paths, labels, build_transform(size, list(mean), list(std), "none"), draft_size=size[::-1])
+    transform = build_transform(size, list(mean), list(std), "none", resize)
+    dataset = ImageDataset(paths, labels, transform, draft_size=size[::-1])
     on_cpu = torch.device(device).type == "cpu"
     batches = max(1, -(-len(dataset) // batch_size))
     count = min(default_workers(workers, cpu_compute=on_cpu), batches)

@@ -7,6 +7,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 AUGMENTATIONS = ("none", "flip", "trivialaugment", "randaugment")
+RESIZES = ("squash", "crop")
 
 
 class RandomQuarterTurn(torch.nn.Module):
@@ -23,13 +24,26 @@ class RandomQuarterTurn(torch.nn.Module):
         return image if turns == 0 else tv_tensors.wrap(torch.rot90(image, turns, (-2, -1)), like=image)
 
 
-def build_transform(size: tuple[int, int], mean: list[float], std: list[float], augment: str = "none") -> v2.Compose:
-    """Resize to `size` (H, W), optionally augment, then scale to float and normalise.
+def resize_steps(size: tuple[int, int], resize: str = "squash") -> list[torch.nn.Module]:
+    """`squash`: the whole image resized to `size` (H, W), aspect ratio not kept, so a defect at
+    the edge stays in. `crop`: the shortest side resized, then a centre crop of `size`, as CLIP was
+    pretrained (its image processor's resize + center_crop): no distortion, the margins are lost."""
+    if resize == "squash":
+        return [v2.Resize(size, antialias=True)]
+    if resize == "crop":
+        return [v2.Resize(max(size), antialias=True), v2.CenterCrop(size)]
+    raise ValueError(f"unknown resize {resize!r}: expected one of {RESIZES}")
 
-    The whole image is kept (no random crop): a defect can sit anywhere, and cropping it away
-    would teach the wrong label. Augmentation runs on uint8 tensors, before the float cast.
+
+def build_transform(
+    size: tuple[int, int], mean: list[float], std: list[float], augment: str = "none", resize: str = "squash"
+) -> v2.Compose:
+    """Resize to `size` (H, W) as `resize` says, optionally augment, then scale to float and normalise.
+
+    No random crop: a defect can sit anywhere, and cropping it away would teach the wrong label.
+    Augmentation runs on uint8 tensors, before the float cast.
     """
-    steps: list = [v2.ToImage(), v2.Resize(size, antialias=True), *augmentation_steps(augment)]
+    steps: list = [v2.ToImage(), *resize_steps(size, resize), *augmentation_steps(augment)]
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     return v2.Compose(steps)
 

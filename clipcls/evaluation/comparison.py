@@ -25,7 +25,10 @@ def compare(model, sets: Mapping[str, Any], batch_size: int, workers: int | None
     base = build_zeroshot(model.config["model_name"], model.class_names, model.descriptions)
     results: dict[str, dict] = {}
     for name, index in sets.items():
-        loader = eval_loader(index, model.image_size, model.image_mean, model.image_std, batch_size, workers, device)
+        resize = model.config.get("resize", "squash")
+        loader = eval_loader(
+            index, model.image_size, model.image_mean, model.image_std, batch_size, workers, device, resize
+        )
         zero = evaluate_classifier(base, index, loader, device, lambda o: {ZEROSHOT: softmax(o["text_logits"])})
         tuned = evaluate_classifier(model.classifier, index, loader, device, scorer_probabilities)
         results[name] = {s: summary(m) for s, m in {**zero.metrics, **tuned.metrics}.items()}

@@ -39,11 +39,11 @@ class Evaluation:
     missing_classes: list[str]  # model classes with no image in the data
 
 
-def eval_loader(index, image_size, mean, std, batch_size: int, workers: int | None, device):
+def eval_loader(index, image_size, mean, std, batch_size: int, workers: int | None, device, resize: str = "squash"):
     """The deterministic loader over a labelled index (see clipcls.data.loaders)."""
     from clipcls.data.loaders import inference_loader
 
-    return inference_loader(index.paths, index.labels, image_size, mean, std, batch_size, workers, device)
+    return inference_loader(index.paths, index.labels, image_size, mean, std, batch_size, workers, device, resize)
 
 
 def skipped_images(index, failures: list[tuple[int, str]]) -> list[dict[str, str]]:

@@ -16,7 +16,8 @@ import numpy as np
 
 from clipcls.evaluation.evaluation import EvaluateError, Evaluation
 
-SCORER = "zeroshot"
+SCORER = "zeroshot"  # at the run's input size, squashed, as training feeds the model
+NATIVE = "zeroshot_native"  # the checkpoint's own preprocessing: shortest side + centre crop, native size
 TOP_PAIRS = 10  # pairs listed in descriptions.json and the report
 
 

@@ -22,10 +22,10 @@ class ClipDataModule(pl.LightningDataModule):
         super().__init__()
         self.data, self.cfg = data, cfg
         size = (cfg["img_transform_size_H"], cfg["img_transform_size_W"])
-        train_transform = build_transform(size, mean, std, cfg["augment"])
+        train_transform = build_transform(size, mean, std, cfg["augment"], cfg.get("resize", "squash"))
         self.train_set = ImageDataset.from_index(data.train, train_transform, draft_size=size[::-1])
         self.val_set = ImageDataset.from_index(
-            data.val, build_transform(size, mean, std, "none"), draft_size=size[::-1]
+            data.val, build_transform(size, mean, std, "none", cfg.get("resize", "squash")), draft_size=size[::-1]
         )
         self.workers = default_workers(cfg["num_workers"])
         self.decoder = None  # decode: gpu -> workers read files, the device decodes training images
