@@ -214,6 +214,10 @@ class BareLoop:
             ok = True
         except torch.cuda.OutOfMemoryError:
             ok = False
+        except RuntimeError as err:  # cuBLAS and cuDNN report a failed allocation in their own words
+            if not any(word in str(err) for word in ("out of memory", "ALLOC_FAILED")):
+                raise
+            ok = False
         self.optimizer.zero_grad(set_to_none=True)
         free_memory(self.device)
         return ok

@@ -93,3 +93,28 @@ def test_peak_bf16_by_device_name(monkeypatch, name, peak):
     assert gpu_measure.peak_tflops(torch.device("cuda")) == peak
     assert gpu_measure.peak_tflops(torch.device("cpu")) is None
     assert gpu_measure.peak_tflops(torch.device("cpu"), override=123.0) == 123.0
+
+
+def test_fits_reads_an_out_of_memory_error_as_does_not_fit(base_cfg, monkeypatch):
+    import functools
+
+    from tests.conftest import make_module
+
+    module = make_module(base_cfg, ["red", "green"], {"red": ["a red square"], "green": ["a green square"]})
+    loop = gpu_measure.BareLoop(module, torch.device("cpu"), bf16=False)
+    real_step = loop.step
+
+    def step(batch):
+        if len(batch.labels) > 16:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if len(batch.labels) == 3:
+            raise RuntimeError("CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate(handle)")
+        real_step(batch)
+
+    monkeypatch.setattr(loop, "step", step)
+    fits = functools.partial(loop.fits, image_side=32)
+    assert gpu_measure.largest_fitting(fits, 4, 64) == (16, 18)
+    assert fits(3) is False
+    monkeypatch.setattr(loop, "step", lambda batch: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # any other error is a bug, not a size
+        fits(4)
