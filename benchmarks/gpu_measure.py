@@ -275,10 +275,12 @@ class StepClock(pl.Callback):
             trainer.should_stop = True
 
 
-def pipeline_images_per_s(module, data, cfg: dict, warmup: int, measure: int, device: torch.device) -> dict:
+def pipeline_images_per_s(
+    module, data, cfg: dict, warmup: int, measure: int, device: torch.device, group: int = 1
+) -> dict:
     """One Trainer.fit of the objects `python train.py` builds (ClipDataModule, build_trainer),
     without the checkpoint callbacks (the suite saves no model); images/s of its steps after
-    `warmup`, including any wait for data."""
+    `warmup`, including any wait for data. `group`: the device decoder's images per draw."""
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from clipcls.training.callbacks import LastCheckpoint
@@ -286,6 +288,8 @@ def pipeline_images_per_s(module, data, cfg: dict, warmup: int, measure: int, de
     from clipcls.training.trainer import build_trainer
 
     datamodule = ClipDataModule(data, cfg, module.image_mean, module.image_std)
+    if datamodule.decoder is not None:
+        datamodule.decoder.group = group
     trainer = build_trainer(cfg, Path(cfg["output_dir"]) / cfg["run_name"])
     trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, (ModelCheckpoint, LastCheckpoint))]
     clock = StepClock(warmup, measure, device)
@@ -297,12 +301,15 @@ def pipeline_images_per_s(module, data, cfg: dict, warmup: int, measure: int, de
 
 
 # --- loader alone and prediction -------------------------------------------------------------------
-def loader_images_per_s(data, cfg: dict, mean, std, batches: int, device: torch.device) -> float:
+def loader_images_per_s(data, cfg: dict, mean, std, batches: int, device: torch.device, group: int = 1) -> float:
     """Images/s of the training loader alone (the run's augmentation), after its first batch
-    (worker start-up); with `decode: gpu` including the device's decode, resize and augmentation."""
+    (worker start-up); with `decode: gpu` including the device's decode, resize and augmentation
+    (one augmentation draw per `group` images)."""
     from clipcls.training.datamodule import ClipDataModule
 
     datamodule = ClipDataModule(data, cfg, mean, std)
+    if datamodule.decoder is not None:
+        datamodule.decoder.group = group
     iterator = iter(datamodule.train_dataloader())
     next(iterator)
     images = 0

@@ -185,3 +185,18 @@ def test_the_datamodule_hands_decode_gpu_batches_to_the_device_decoder(base_cfg)
     assert batch.pixels.shape == (8, 3, 32, 32) and batch.labels.tolist() == encoded.labels.tolist()
     val = next(iter(datamodule.val_dataloader()))  # validation keeps the CPU path
     assert val.pixels.shape[1:] == (3, 32, 32)
+
+
+def test_grouped_augmentation_shares_one_draw_per_group(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray(photo(40, 40, 0)).save(folder / "same.png")
+    paths = [folder / "same.png"] * 6  # one image six times: a group's outputs must then be equal
+    seeds = [21, 22, 23, 24, 25, 26]
+    dataset = EncodedImageDataset([str(p) for p in paths], np.arange(6))
+    encoded = collate_encoded([dataset[k] for k in zip(range(6), seeds)])
+    pixels = DeviceDecoder(SIZE, MEAN, STD, "trivialaugment", group=3)(encoded, "cpu").pixels
+    for first in (0, 3):
+        expected = cpu_pixels(paths[first], "trivialaugment", seeds[first])
+        for i in range(first, first + 3):
+            torch.testing.assert_close(pixels[i], expected, atol=1e-5, rtol=0)

@@ -27,15 +27,18 @@ def test_quick_mode_measures_every_part_on_the_cpu(tmp_path, capsys, monkeypatch
     assert row["batch"] == 8 and row["size"] == 64
     for key in ("bare_images_per_s", "checkpointing_images_per_s", "predict_images_per_s"):
         assert row[key] > 0, key
-    for decode in ("cpu", "gpu"):
+    for decode in ("cpu", "gpu", "gpu_grouped"):
         assert row[f"pipeline_{decode}"]["images_per_s"] > 0 and row[f"pipeline_{decode}"]["first_step_s"] > 0
     assert row["flops_per_step"] > 1e6  # forward and backward of 8 images through the tiny CLIP
     assert row["peak_memory_bytes"] is None  # CUDA only
-    loader = {(item["decode"], item["workers"], item["augment"]): item["images_per_s"] for item in results["loader"]}
-    expected = {(d, w, "trivialaugment") for d in ("cpu", "gpu") for w in (0, 1)} | {("gpu", 1, "none")}
+    loader = {(i["decode"], i["workers"], i["augment"], i["group"]): i["images_per_s"] for i in results["loader"]}
+    expected = {(d, w, "trivialaugment", 1) for d in ("cpu", "gpu") for w in (0, 1)}
+    expected |= {("gpu", 1, "none", 1), ("gpu", 1, "trivialaugment", 16)}
     assert set(loader) == expected and min(loader.values()) > 0
     table = capsys.readouterr().out
+    assert "tiny@64: pipeline decode gpu, one augmentation draw per 16 images: " in table
     assert "| tiny@64 | 8 |" in table and "| 64px, batch 8 | gpu | 1 | none |" in table
+    assert "| 64px, batch 8 | gpu | 1 | trivialaugment (one draw per 16 images) |" in table
 
 
 def test_largest_batch_search_doubles_then_bisects():
