@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sysconfig
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,8 +21,8 @@ def compiler_missing() -> str | None:
     Python's headers to build its kernels)."""
     if shutil.which("g++") is None and shutil.which("clang++") is None:
         return "torch.compile needs a C++ compiler (g++ or clang++) on the CPU"
-    if not sysconfig.get_paths().get("include"):
-        return "torch.compile needs Python's C headers"
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
+        return "torch.compile needs Python's C headers (Python.h; the python3-dev package)"
     return None
 
 
