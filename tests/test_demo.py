@@ -9,7 +9,6 @@ import pytest
 import yaml
 from PIL import Image
 
-from clipcls.commands.demo_data import main
 from clipcls.data.demo import (
     DEMO_CLASSES,
     MARKER_NAME,
@@ -101,12 +100,6 @@ def test_smaller_scale_removes_leftover_images(tmp_path: Path) -> None:
     root = make_demo_dataset(tmp_path, seed=0, scale=SCALE)
     for name, count in scaled_counts(SCALE).items():
         assert len(list((root / name).glob("*.jpg"))) == count
-
-
-def test_main_writes_the_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--out", str(tmp_path / "cli"), "--seed", "0", "--scale", str(SCALE)]) == 0
-    assert (tmp_path / "cli" / MARKER_NAME).exists()
-    assert f"{sum(scaled_counts(SCALE).values())} images" in capsys.readouterr().out
 
 
 def test_description_keys_match_the_demo_classes() -> None:

@@ -186,3 +186,14 @@ def test_mini_zero_shot_beats_chance():
     scores = ez.zero_shot(model, tokenizer, processor, descriptions, images, np.array(labels))
     # Chance is 1/7 = 0.14 (7 of 49 right, standard deviation 2.4); twice chance is 2.7 sd above it.
     assert scores["accuracy"] >= 2 / 7 and scores["macro_f1"] >= 2 / 7, scores
+
+
+def test_demo_data_command_writes_the_task(tmp_path, monkeypatch, capsys):
+    from clipcls.commands import main
+
+    monkeypatch.setattr(task_mod, "SPLIT_COUNTS", SMALL_COUNTS)
+    assert main(["demo-data", "--out", str(tmp_path / "demo"), "--seed", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert f"train: {sum(SMALL_COUNTS['train'].values())} images" in printed and "shifted: 7 images" in printed
+    assert len(list((tmp_path / "demo" / "train" / "clean").glob("*.jpg"))) == SMALL_COUNTS["train"]["clean"]
+    assert (tmp_path / "demo" / task_mod.MARKER_NAME).is_file()

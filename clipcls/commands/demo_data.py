@@ -1,4 +1,6 @@
-"""`clipcls demo-data`: generate the built-in wallpaper-defect demo set."""
+"""`clipcls demo-data`: generate the built-in demo task — the world's wallpaper-defect classes, held
+out from `mini`'s pretraining (clipcls/world/task.py): train/ (30:1 imbalance), val/ and shifted/
+(other materials, colours and light)."""
 
 from __future__ import annotations
 
@@ -8,25 +10,25 @@ from clipcls.commands.common import run_command
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`clipcls demo-data --out demo_data [--seed 0] [--scale 1.0]`; returns the exit status."""
+    """`clipcls demo-data --out demo_data [--seed 0]`; returns the exit status."""
     parser = argparse.ArgumentParser(
         prog="clipcls demo-data",
-        description="Generate the procedural wallpaper-defect demo set.",
+        description="Generate the demo task: train/, val/ and shifted/ class folders of procedural "
+        "wallpaper-defect photos (a finished set with the same seed is reused).",
     )
-    parser.add_argument("--out", default="demo_data", help="folder to write the class folders into")
-    parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiplies every class count (min 2)")
+    parser.add_argument("--out", default="demo_data", help="folder to write train/, val/ and shifted/ into")
+    parser.add_argument("--seed", type=int, default=0, help="same seed, same pictures")
     return run_command(parser, write, argv)
 
 
 def write(args: argparse.Namespace) -> int:
-    """Generate (or reuse) the set and print a one-line summary."""
-    from clipcls.data.demo import make_demo_dataset, scaled_counts
+    """Generate (or reuse) the task and print what each split holds."""
+    from clipcls.world.task import SPLIT_COUNTS, make_task
 
-    root = make_demo_dataset(args.out, seed=args.seed, scale=args.scale)
-    counts = scaled_counts(args.scale)
-    summary = ", ".join(f"{name}={n}" for name, n in counts.items())
-    print(f"{sum(counts.values())} images in {root}: {summary}")
+    root = make_task(args.out, args.seed)
+    for split, counts in SPLIT_COUNTS.items():
+        summary = ", ".join(f"{name}={n}" for name, n in counts.items())
+        print(f"{split}: {sum(counts.values())} images in {root / split}: {summary}")
     return 0
 
 

@@ -66,9 +66,7 @@ def _blend(img: np.ndarray, mask: np.ndarray, colour: np.ndarray, alpha: float) 
     return img * (1.0 - weight) + colour * weight
 
 
-def _segment_distance(
-    yy: np.ndarray, xx: np.ndarray, p0: np.ndarray, p1: np.ndarray
-) -> np.ndarray:
+def _segment_distance(yy: np.ndarray, xx: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
     """Distance of every pixel to the segment p0-p1 (points given as (y, x))."""
     d = p1 - p0
     length2 = max(float(d @ d), 1e-9)
@@ -229,9 +227,7 @@ def _clean(img: np.ndarray, scene: _Scene, rng: np.random.Generator) -> np.ndarr
     return img
 
 
-def _paint_disc(
-    img: np.ndarray, centre: np.ndarray, radius: float, colour: np.ndarray, alpha: float
-) -> None:
+def _paint_disc(img: np.ndarray, centre: np.ndarray, radius: float, colour: np.ndarray, alpha: float) -> None:
     """Paint an anti-aliased disc in place, touching only its bounding box (mould has hundreds)."""
     h, w = img.shape[:2]
     y0, y1 = max(int(centre[0] - radius - 2), 0), min(int(centre[0] + radius + 3), h)
@@ -329,9 +325,7 @@ def _tear(
     return _blend(img, gap, backing, rng.uniform(0.8, 0.95))
 
 
-def _seam_gap(
-    img: np.ndarray, scene: _Scene, rng: np.random.Generator, *, vertical: bool | None = None
-) -> np.ndarray:
+def _seam_gap(img: np.ndarray, scene: _Scene, rng: np.random.Generator, *, vertical: bool | None = None) -> np.ndarray:
     """A straight seam across the whole image: dark gap, pattern offset on the far side."""
     vertical = rng.random() < 0.65 if vertical is None else vertical
     across = scene.xx if vertical else scene.yy
@@ -365,10 +359,7 @@ def _stain(
     radius = rng.uniform(0.12, 0.25) * scene.side * scale  # diameter 24-50% of the side
     dy, dx = scene.yy - centre[0], scene.xx - centre[1]
     angle = np.arctan2(dy, dx)
-    wobble = sum(
-        rng.uniform(0.03, 0.12) * np.cos(k * angle + rng.uniform(0, 2 * math.pi))
-        for k in range(2, 6)
-    )
+    wobble = sum(rng.uniform(0.03, 0.12) * np.cos(k * angle + rng.uniform(0, 2 * math.pi)) for k in range(2, 6))
     rel = np.hypot(dy, dx) / (radius * (1 + wobble))  # 1 on the irregular rim
     body = _smoothstep(1.05, 0.55, rel)
     tide = np.exp(-(((rel - 0.95) / 0.07) ** 2))
@@ -497,10 +488,12 @@ def render_image(class_name: str, class_index: int, seed: int, index: int) -> Im
 Wallpaper, Scene = _Wallpaper, _Scene
 smoothstep, inside, blend, hsv = _smoothstep, _inside, _blend, _hsv
 segment_distance, polyline_distance = _segment_distance, _polyline_distance
-fourier_noise, paint_disc, jagged_path, photograph = (
-    _fourier_noise, _paint_disc, _jagged_path, _photograph
-)
+fourier_noise, paint_disc, jagged_path, photograph = (_fourier_noise, _paint_disc, _jagged_path, _photograph)
 PATTERNS: dict[str, Callable[[np.random.Generator], Pattern]] = {
-    "striped": _stripes, "dotted": _polka, "checked": _checker, "floral": _damask, "plain": _plain
+    "striped": _stripes,
+    "dotted": _polka,
+    "checked": _checker,
+    "floral": _damask,
+    "plain": _plain,
 }
 mould, tear, seam_gap, stain, bubble, scratch = _mould, _tear, _seam_gap, _stain, _bubble, _scratch

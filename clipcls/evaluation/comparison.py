@@ -42,7 +42,7 @@ def format_comparison(results: Mapping[str, Mapping[str, Any]]) -> str:
     scorers = [s for s in next(iter(results.values())) if s != "num_images"]
     width = max(len(s) for s in scorers) + 2
     groups = [f"{name} ({results[name]['num_images']} images)" for name in sets]
-    cell = 10
+    cell = 13
     span = cell * len(HEADLINE)
     lines = [" " * width + "".join(f"{g:^{span}}" for g in groups)]
     lines.append(f"{'scorer':<{width}}" + "".join(f"{label:>{cell}}" for _ in sets for _, label in HEADLINE))

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from clipcls.io import atomic_write_bytes
 from clipcls.world.render import render_scene
 from clipcls.world.scene import Scene, draw_mark, draw_scene
 
@@ -78,13 +79,6 @@ def task_scene(class_name: str, split: str, seed: int, index: int) -> Scene:
     return scene
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temporary file + rename: a killed run never leaves a truncated file behind."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _jpeg(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels, mode="RGB").save(buffer, format="JPEG", quality=JPEG_QUALITY)
@@ -124,8 +118,8 @@ def make_task(root: str | os.PathLike, seed: int = 0) -> Path:
                 stale.unlink()
             for i in range(count):
                 pixels = render_scene(task_scene(name, split, seed, i))
-                _write_atomic(folder / f"{name}_{i}.jpg", _jpeg(pixels))
-    _write_atomic(root / MARKER_NAME, json.dumps(_record(seed), indent=1).encode())
+                atomic_write_bytes(_jpeg(pixels), folder / f"{name}_{i}.jpg", fsync=False)
+    atomic_write_bytes(json.dumps(_record(seed), indent=1).encode(), root / MARKER_NAME)
     return root
 
 
