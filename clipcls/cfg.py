@@ -33,13 +33,14 @@ class CFG:
     head: Literal["linear", "mlp"] = "linear"  # linear head on the image embedding, or the seed's MLP
     head_init: Literal["zeroshot", "random"] = "zeroshot"  # zeroshot = start from description embeddings
     freeze_text: bool = True  # keep the text tower frozen (its class embeddings computed once)
+    freeze_image: bool = False  # keep the image tower frozen too: a linear probe on CLIP's features
     temperature: float | None = None  # fixed logit scale; None = checkpoint's learned scale (<= 100)
     gradient_checkpointing: bool = False  # trade compute for memory in both towers
     compile: bool = False  # torch.compile the image tower for training (first steps compile)
 
     # --- loss ---
-    sim_weight: float = 0.5  # weight of the class-aware image-description contrastive loss
     contrastive_loss: Literal["auto", "softmax", "sigmoid"] = "auto"  # auto = the family's own (sigmoid for SigLIP)
+    sim_weight: float = 0.5  # weight of the class-aware image-description contrastive loss
     fc_weight: float = 0.5  # weight of the head's cross-entropy
     label_smoothing: float = 0.1  # label smoothing of the head's cross-entropy
 
