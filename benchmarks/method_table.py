@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.seeds):
             run_dir, seconds = train_row(cfg, change, seed, name)
             runs.setdefault(name, []).append((run_dir, seconds))
-            results.setdefault(name, []).append({**score(load_trained(run_dir), sets, rare), "seconds": seconds})
+            scores = score(load_trained(run_dir), sets, rare)
+            results.setdefault(name, []).append({**scores, "seconds": seconds, "val_curve": val_curve(run_dir)})
             print(f"{name} seed {seed}: {results[name][-1]}", flush=True)
     for name in rows:
         if name.startswith("WiSE-FT") and "default" in runs:
