@@ -222,3 +222,57 @@ def test_training_resizes_as_the_config_says(base_cfg):
         for dataset in (module.train_set, module.val_set):
             names = [type(t).__name__ for t in dataset.transform.transforms]
             assert step in names and (resize == "crop") == ("CenterCrop" in names)
+
+
+# `python train.py ARGS` with the loss made non-finite on rank 1 only, at global step 1. A script
+# file, not `-c`: Lightning starts rank 1 by running the same script with the same arguments.
+POISON_RANK_1 = """
+import sys
+from clipcls.training.module import ClipClassifierModule
+
+shared_step = ClipClassifierModule.shared_step
+
+def poisoned(self, batch):
+    out = shared_step(self, batch)
+    if self.training and self.global_rank == 1 and self.global_step == 1:
+        out["loss"] = out["loss"] * float("nan")
+    return out
+
+ClipClassifierModule.shared_step = poisoned
+sys.path.insert(0, ROOT)
+from cfg import CFG
+from clipcls.commands.train import main
+
+sys.exit(main(sys.argv[1:], CFG))  # as train.py does (runpy would make rank 1 run train.py itself)
+"""
+
+
+def test_ddp_ranks_skip_a_step_together(base_cfg):
+    """One rank's non-finite loss: both processes skip the step (one all-reduced flag) instead of
+    the healthy one waiting forever in backward's gradient all-reduce."""
+    import os
+    import subprocess
+    import sys
+
+    from clipcls.inference.checkpoint import load_checkpoint_file
+    from tests.conftest import cfg_argv
+
+    root = Path(__file__).resolve().parents[1]
+    script = Path(base_cfg["output_dir"]).parent / "poison_train.py"
+    script.write_text(f"ROOT = {str(root)!r}\n" + POISON_RANK_1, encoding="utf-8")
+    cfg = {**base_cfg, "devices": 2, "strategy": "ddp", "epochs": 2, "sampler": "per_class"}
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(script), *cfg_argv(cfg)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "non-finite loss at step 1 (batch 1) on some process: step skipped" in proc.stderr + proc.stdout, (
+        proc.stderr[-3000:]
+    )
+    ckpt = load_checkpoint_file(Path(cfg["output_dir"]) / "test" / "checkpoints" / "last.ckpt")
+    assert all(torch.isfinite(w).all() for w in ckpt["state_dict"].values())

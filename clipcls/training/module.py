@@ -150,7 +150,13 @@ class ClipClassifierModule(pl.LightningModule):
         # all-reduce: every process skips when any must
         finite = out is not None and bool(torch.isfinite(out["loss"]))
         if self.trainer.strategy.reduce_boolean_decision(not finite, all=False):
-            return self._skip_step(batch_idx, "non-finite loss" if readable else "no readable image")
+            self._skip_step(batch_idx, "non-finite loss" if readable else "no readable image")
+            if self.trainer.world_size == 1 or out is None:
+                return None  # Lightning skips backward and the update
+            # Lightning refuses None under DDP: a zero loss keeps every process's backward (and its
+            # gradient all-reduce) in step, and on_before_optimizer_step drops the gradients
+            self._drop_gradients = True
+            return (out["text_logits"].sum() + out["head_logits"].sum()) * 0.0
         self.skipped_in_a_row = 0
         batch_size = len(out["targets"])
         self.log_dict(
@@ -191,6 +197,11 @@ class ClipClassifierModule(pl.LightningModule):
         is dropped, so AdamW leaves every weight, moment and step count as it was. (Zeroing only
         the bad tensors would still move the others, and decay all of them.) Under DDP the
         gradients are already all-reduced, so every process decides alike."""
+        if getattr(self, "_drop_gradients", False):  # a step every process agreed to skip
+            self._drop_gradients = False
+            for p in self.parameters():
+                p.grad = None
+            return
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         # one fused norm of all gradients is finite when every gradient is: ~10x cheaper than a
         # per-tensor scan (0.14 s a step for ViT-B/32 on a CPU core)
