@@ -271,3 +271,26 @@ def test_unsupported_family_names_its_model_type_and_the_supported_ones(tmp_path
     BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2).save_pretrained(tmp_path)
     with pytest.raises(UnsupportedModelError, match=r"model type 'bert' is not a supported dual encoder.*SiglipModel"):
         load_clip(str(tmp_path))
+
+
+def test_sigmoid_loss_is_siglips_pairwise_loss_over_classes():
+    """-log sigmoid(+logit) for the image's own class, -log sigmoid(-logit) for the others, summed
+    over classes and averaged over images; a same-class image is never a negative."""
+    from clipcls.model.loss import sigmoid_contrastive, total_loss
+
+    logits = torch.tensor([[2.0, -1.0], [0.5, 3.0], [1.0, 0.0]])
+    labels = torch.tensor([0, 1, 0])
+    softplus = lambda x: float(np.log1p(np.exp(x)))
+    expected = (softplus(-2) + softplus(-1) + softplus(0.5) + softplus(-3) + softplus(-1) + softplus(0)) / 3
+    assert float(sigmoid_contrastive(logits, labels)) == pytest.approx(expected, abs=1e-6)
+    parts = total_loss(logits, logits, labels, 1.0, 0.0, 0.0, contrastive_loss="sigmoid")
+    assert float(parts["loss"]) == pytest.approx(expected, abs=1e-6)
+
+
+def test_sigmoid_probabilities_are_per_class_and_stable():
+    from clipcls.inference.scoring import scorer_probabilities
+
+    logits = {"head_logits": np.array([[0.0, 0.0]]), "text_logits": np.array([[0.0, 800.0]])}
+    probs = scorer_probabilities(logits, ("text", "ensemble"), "sigmoid")
+    np.testing.assert_allclose(probs["text"], [[0.5, 1.0]])
+    np.testing.assert_allclose(probs["ensemble"], [[0.5, 0.75]])
