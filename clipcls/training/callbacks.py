@@ -33,6 +33,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint_file(path, map_location or "cpu")
 
 
+SAVE_WEIGHTS_ONLY = False  # a save flag (loads stay weights-only): resuming needs optimizer and loop state
+
+
 class LastCheckpoint(Checkpoint):
     """Keep `last.ckpt` current: after every epoch, every `every_n_steps` steps, and on SIGTERM.
 
@@ -49,8 +52,8 @@ class LastCheckpoint(Checkpoint):
         self._saved_step = -1  # gradient accumulation repeats a step over several batches
 
     def _save(self, trainer: pl.Trainer) -> None:
-        # everything, said explicitly (left unset, Lightning logs its default at every save)
-        trainer.save_checkpoint(self.path, weights_only=False)
+        # the whole training state, said explicitly: left unset, Lightning logs its default at every save
+        trainer.save_checkpoint(self.path, weights_only=SAVE_WEIGHTS_ONLY)
         self._saved_step = trainer.global_step
 
     def on_train_batch_end(
