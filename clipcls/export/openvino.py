@@ -9,6 +9,7 @@ predict` and `clipcls serve` run it with OpenVINO's CPU plugin, forced to fp32 a
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +40,16 @@ def parity(model: TrainedModel, xml_path: Path, pixels: torch.Tensor) -> float:
     return float(max(np.abs(got[name] - want).max() for name, want in zip(OUTPUT_NAMES, expected)))
 
 
-def export_openvino(model: TrainedModel, out: str | os.PathLike, overwrite: bool = False) -> float:
+def export_openvino(
+    model: TrainedModel,
+    out: str | os.PathLike,
+    overwrite: bool = False,
+    finish: Callable[[Path], None] | None = None,
+) -> float:
     """Write the OpenVINO export to `out` atomically; returns the measured max probability
-    difference with PyTorch (an export above `PARITY_TOLERANCE` is refused)."""
+    difference with PyTorch (an export above `PARITY_TOLERANCE` is refused). `finish(tmp)` runs
+    last on the complete temporary directory (INT8 quantisation rewrites the model there), so
+    its failure, too, leaves nothing at `out`."""
     require("openvino", "OpenVINO export")  # fail before the slow ONNX trace
     out = Path(out)
     try:
@@ -53,6 +61,8 @@ def export_openvino(model: TrainedModel, out: str | os.PathLike, overwrite: bool
             if not diff <= PARITY_TOLERANCE:
                 raise ExportError(f"{out}: OpenVINO differs from PyTorch by {diff:.2e} (> {PARITY_TOLERANCE:g})")
             write_graph_files(model, tmp, "openvino", IR_FILE)
+            if finish is not None:
+                finish(tmp)
     except FileExistsError as err:
         hint = "; pass --overwrite to replace it" if out.is_dir() else ""
         raise ExportError(f"{out} {err.strerror}{hint}") from None
