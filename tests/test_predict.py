@@ -228,6 +228,27 @@ def test_interrupted_run_leaves_no_csv(run_dir: Path, train_images: Path, tmp_pa
     assert list(tmp_path.iterdir()) == []  # neither the CSV, its errors file, nor a temporary file
 
 
+def test_a_failed_run_keeps_the_previous_csv_intact(run_dir: Path, train_images: Path, tmp_path: Path, monkeypatch):
+    out = tmp_path / "p.csv"
+    errors = tmp_path / "p.csv.errors.csv"
+    out.write_text("path,prediction\nold.jpg,red\n", encoding="utf-8")
+    errors.write_text("path,error\nold.png,broken\n", encoding="utf-8")
+
+    def fail_on_second_batch(self, pixels, calls=[]):  # noqa: B006 - counts calls across batches
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return original(self, pixels)
+
+    original = Predictor.logits
+    monkeypatch.setattr(Predictor, "logits", fail_on_second_batch)
+    with pytest.raises(RuntimeError, match="killed"):
+        predict.main([str(run_dir), str(train_images), "--out", str(out), "--batch-size", "4", "--workers", "0"])
+    assert out.read_text(encoding="utf-8") == "path,prediction\nold.jpg,red\n"
+    assert errors.read_text(encoding="utf-8") == "path,error\nold.png,broken\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv", "p.csv.errors.csv"]  # no temporary left
+
+
 def test_api_accepts_paths_and_pil_images(run_dir: Path, train_images: Path):
     path = train_images / "green" / "2.jpg"
     rgba = load_image(path).convert("RGBA")  # an in-memory image goes through load_image's RGB rules

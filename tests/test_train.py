@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from PIL import Image
 
@@ -94,3 +95,33 @@ def test_missing_descriptions_name_the_classes(base_cfg, capsys):
     assert run(base_cfg) == 2
     err = capsys.readouterr().err
     assert "green" in err and "곰팡이" in err and "purple" in err
+
+
+def test_metrics_json_scores_the_best_checkpoint_not_the_last_epoch(base_cfg, monkeypatch):
+    """Three epochs whose last one is made worse (its head negated before validation): metrics.json
+    must be the best epoch's checkpoint scored again, not the final weights."""
+    import csv
+
+    import pytorch_lightning as pl
+    import torch
+
+    import clipcls.training.trainer
+
+    class SpoilLastEpoch(pl.Callback):
+        def on_validation_epoch_start(self, trainer, pl_module) -> None:
+            if trainer.current_epoch == trainer.max_epochs - 1 and not trainer.sanity_checking:
+                with torch.no_grad():
+                    for param in pl_module.model.head.parameters():
+                        param.neg_()
+
+    build = clipcls.training.trainer.build_callbacks
+    monkeypatch.setattr(clipcls.training.trainer, "build_callbacks", lambda c, d: [*build(c, d), SpoilLastEpoch()])
+    assert run({**base_cfg, "epochs": 3}) == 0
+    run_dir = Path(base_cfg["output_dir"]) / "test"
+    with open(run_dir / "logs" / "metrics.csv", encoding="utf-8") as stream:
+        curve = [float(r["val/macro_f1"]) for r in csv.DictReader(stream) if r.get("val/macro_f1")]
+    assert len(curve) == 3 and curve[-1] < max(curve[:-1])
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    best_epoch = max(range(2), key=lambda e: curve[e])
+    assert Path(metrics["checkpoint"]).name == f"best-epoch{best_epoch:03d}.ckpt"
+    assert metrics["macro_f1"] == pytest.approx(curve[best_epoch], abs=1e-6)
