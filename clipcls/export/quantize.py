@@ -15,7 +15,6 @@ of a labelled folder is represented and the same folder always gives the same mo
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,7 +28,14 @@ from clipcls.data.index import DatasetError, ImageIndex, index_folder, list_clas
 from clipcls.data.inputs import collect_inputs
 from clipcls.errors import ClipclsError
 from clipcls.export.openvino import IR_FILE, export_openvino
-from clipcls.inference.onnx_predictor import GRAPH_META, OUTPUT_NAMES, OpenVinoSession, Preprocessing
+from clipcls.inference.onnx_predictor import (
+    GRAPH_META,
+    OUTPUT_NAMES,
+    PREPROCESSING,
+    OpenVinoSession,
+    Preprocessing,
+    read_json,
+)
 from clipcls.inference.trained_model import TrainedModel
 from clipcls.io import write_json
 from clipcls.optional import require
@@ -200,22 +206,18 @@ def quantize_export(directory: Path, request: Int8Request) -> None:
     """Replace the fp32 model.xml/.bin in an export directory (being written) by the INT8 model,
     measure both on the evaluation folder, and record it all in clipcls_graph.json."""
     ov = require("openvino", "INT8 quantisation")
-    prep = Preprocessing.from_json(json.loads((directory / "preprocessing.json").read_text()), directory)
+    nncf = require("nncf", "INT8 quantisation")
+    prep = Preprocessing.from_json(read_json(directory / PREPROCESSING), directory / PREPROCESSING)
     quantized = quantize_ir(directory / IR_FILE, load_calibration(request, prep))
     int8_xml = directory / "model_int8.xml"
     ov.save_model(quantized, str(int8_xml), compress_to_fp16=False)
     if request.eval_data is not None:
-        fp32 = OpenVinoSession(directory / IR_FILE, request.threads)
-        request.report["evaluation"] = compare(
-            fp32, OpenVinoSession(int8_xml, request.threads), request.eval_data, prep
-        )
-        del fp32
+        sessions = (OpenVinoSession(directory / IR_FILE, request.threads), OpenVinoSession(int8_xml, request.threads))
+        request.report["evaluation"] = compare(*sessions, request.eval_data, prep)
     os.replace(int8_xml, directory / IR_FILE)
     os.replace(int8_xml.with_suffix(".bin"), (directory / IR_FILE).with_suffix(".bin"))
-    meta = json.loads((directory / GRAPH_META).read_text(encoding="utf-8"))
-    meta.update(
-        precision="int8", quantization={"tool": f"nncf {require('nncf', 'INT8').__version__}", **request.report}
-    )
+    meta = read_json(directory / GRAPH_META)
+    meta.update(precision="int8", quantization={"tool": f"nncf {nncf.__version__}", **request.report})
     write_json(meta, directory / GRAPH_META)
 
 
