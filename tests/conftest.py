@@ -26,6 +26,9 @@ os.environ["CLIPCLS_CACHE"] = str(TEST_CACHE)
 CLASSES = {"red": (210, 40, 40), "green": (40, 190, 60), "곰팡이": (40, 60, 210)}  # a Korean class name
 
 
+DESCRIPTIONS = {"red": ["a red square"], "green": ["a green square", "green noise"], "곰팡이": ["파란색 사각형"]}
+
+
 def make_folder(root: Path, per_class: int = 8, size: int = 24, seed: int = 0) -> Path:
     """Solid-colour images with noise: trivially separable, so a 1-epoch run can learn them."""
     rng = np.random.default_rng(seed)
@@ -83,6 +86,31 @@ def train_tiny_run(root: Path) -> Path:
     cfg = tiny_cfg(*make_dataset(root), root / "runs")
     assert main(cfg_argv(cfg), CFG) == 0
     return root / "runs" / "test"
+
+
+def tiny_hf_export(root: Path) -> Path:
+    """An HF export of the tiny CLIP with a zero-shot head at 32 px, written without training
+    (seconds, and independent of the training code): the PyTorch reference of these tests."""
+    import torch
+
+    from clipcls.export.huggingface import export_model
+    from clipcls.inference.trained_model import TrainedModel
+    from clipcls.model.classifier import ClipClassifier
+    from clipcls.model.loading import load_clip
+
+    torch.manual_seed(0)
+    parts = load_clip("tiny")
+    names = list(CLASSES)
+    classifier = ClipClassifier(
+        parts.model, parts.tokenizer, names, DESCRIPTIONS, image_mean=parts.image_mean, image_std=parts.image_std
+    )
+    model = TrainedModel(classifier.eval(), names, DESCRIPTIONS, (32, 32), parts.image_mean, parts.image_std)
+    return export_model(model, root / "hf")
+
+
+def write_images(root: Path) -> Path:
+    """conftest's colour JPEGs, three per class."""
+    return make_folder(root / "train", per_class=3)
 
 
 @pytest.fixture

@@ -21,37 +21,9 @@ from clipcls.inference.onnx_predictor import OUTPUT_NAMES, OnnxPredictor, Prepro
 from clipcls.inference.predictor import Predictor
 from clipcls.inference.scoring import SCORERS
 from clipcls.inference.trained_model import load_trained
-from tests.conftest import CLASSES
+from tests.conftest import CLASSES, tiny_hf_export, write_images
 
 TOL = 1e-4  # the issue's fp32 parity bound on probabilities
-
-
-DESCRIPTIONS = {"red": ["a red square"], "green": ["a green square", "green noise"], "곰팡이": ["파란색 사각형"]}
-
-
-def tiny_hf_export(root: Path) -> Path:
-    """An HF export of the tiny CLIP with a zero-shot head at 32 px, written without training
-    (seconds, and independent of the training code): the PyTorch reference of these tests."""
-    from clipcls.export.huggingface import export_model
-    from clipcls.inference.trained_model import TrainedModel
-    from clipcls.model.classifier import ClipClassifier
-    from clipcls.model.loading import load_clip
-
-    torch.manual_seed(0)
-    parts = load_clip("tiny")
-    names = list(CLASSES)
-    classifier = ClipClassifier(
-        parts.model, parts.tokenizer, names, DESCRIPTIONS, image_mean=parts.image_mean, image_std=parts.image_std
-    )
-    model = TrainedModel(classifier.eval(), names, DESCRIPTIONS, (32, 32), parts.image_mean, parts.image_std)
-    return export_model(model, root / "hf")
-
-
-def write_images(root: Path) -> Path:
-    """conftest's colour JPEGs, three per class."""
-    from tests.conftest import make_folder
-
-    return make_folder(root / "train", per_class=3)
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,7 @@ from clipcls.data.demo import make_demo_dataset
 from clipcls.errors import EXIT_ERROR, EXIT_OK
 from clipcls.export.quantize import even_sample, plan_int8
 from clipcls.inference.onnx_predictor import OUTPUT_NAMES, OnnxPredictor
-from tests.conftest import CLASSES
-from tests.test_deploy import tiny_hf_export, write_images
+from tests.conftest import CLASSES, tiny_hf_export, write_images
 
 pytest.importorskip("nncf")
 

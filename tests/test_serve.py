@@ -19,8 +19,7 @@ from clipcls.inference.predictor import load_predictor
 from clipcls.serving.app import create_app
 from clipcls.serving.backend import load_backend
 from clipcls.serving.uploads import Limits
-from tests.conftest import CLASSES
-from tests.test_deploy import tiny_hf_export, write_images
+from tests.conftest import CLASSES, tiny_hf_export, write_images
 
 fastapi_testclient = pytest.importorskip("fastapi.testclient")
 
