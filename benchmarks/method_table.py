@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from common import cfg_flags  # noqa: E402
 
 from cfg import CFG  # noqa: E402
 from clipcls.commands.train import main as train_main  # noqa: E402
@@ -82,20 +83,11 @@ def base_config(task_dir: Path, out_dir: Path, epochs: int) -> dict:
     return cfg
 
 
-def argv_of(cfg: dict) -> list[str]:
-    argv = []
-    for key, value in cfg.items():
-        if isinstance(value, (list, tuple)):
-            value = "[" + ", ".join(map(str, value)) + "]"
-        argv += [f"--{key}", "null" if value is None else str(value)]
-    return argv
-
-
 def train_row(cfg: dict, change: dict, seed: int, name: str) -> tuple[Path, float]:
     """Train one (row, seed); returns the run directory and the training wall time."""
     run = {**cfg, **change, "seed": seed, "run_name": f"{name.replace(' ', '_')}-{seed}"}
     started = time.perf_counter()
-    if train_main(argv_of(run), CFG) != 0:
+    if train_main(cfg_flags(run), CFG) != 0:
         raise RuntimeError(f"row {name!r} seed {seed} failed")
     return Path(run["output_dir"]) / run["run_name"], time.perf_counter() - started
 

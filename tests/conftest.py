@@ -29,6 +29,15 @@ CLASSES = {"red": (210, 40, 40), "green": (40, 190, 60), "곰팡이": (40, 60, 2
 DESCRIPTIONS = {"red": ["a red square"], "green": ["a green square", "green noise"], "곰팡이": ["파란색 사각형"]}
 
 
+# Classes of wallpaper defects for model-level tests, one Korean name and one with two descriptions.
+WALL_CLASSES = ["곰팡이", "stain", "clean"]
+WALL_DESCRIPTIONS = {
+    "곰팡이": ["black mould spots", "곰팡이 얼룩"],
+    "stain": ["a brown stain"],
+    "clean": ["plain wallpaper"],
+}
+
+
 def make_folder(root: Path, per_class: int = 8, size: int = 24, seed: int = 0) -> Path:
     """Solid-colour images with noise: trivially separable, so a 1-epoch run can learn them."""
     rng = np.random.default_rng(seed)
@@ -111,6 +120,14 @@ def tiny_hf_export(root: Path) -> Path:
 def write_images(root: Path) -> Path:
     """conftest's colour JPEGs, three per class."""
     return make_folder(root / "train", per_class=3)
+
+
+@pytest.fixture
+def parts():
+    """The tiny random CLIP's parts (model, tokenizer, normalisation), freshly loaded."""
+    from clipcls.model.loading import load_clip
+
+    return load_clip("tiny")
 
 
 @pytest.fixture

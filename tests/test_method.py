@@ -11,19 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from clipcls.model.loading import load_clip
-
-CLASSES = ["곰팡이", "stain", "clean"]
-DESCRIPTIONS = {
-    "곰팡이": ["black mould spots", "곰팡이 얼룩"],
-    "stain": ["a brown stain"],
-    "clean": ["plain wallpaper"],
-}
-
-
-@pytest.fixture
-def parts():
-    return load_clip("tiny")
+from tests.conftest import WALL_CLASSES as CLASSES
+from tests.conftest import WALL_DESCRIPTIONS as DESCRIPTIONS
 
 
 def test_temperature_below_one_warns_that_it_is_a_multiplier(caplog):

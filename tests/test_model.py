@@ -11,18 +11,8 @@ import torch.nn.functional as F
 from clipcls.model.classifier import ClipClassifier
 from clipcls.model.loading import load_clip
 from clipcls.model.tiny import tiny_clip_path
-
-CLASSES = ["곰팡이", "stain", "clean"]
-DESCRIPTIONS = {
-    "곰팡이": ["black mould spots", "곰팡이 얼룩"],
-    "stain": ["a brown stain"],
-    "clean": ["plain wallpaper"],
-}
-
-
-@pytest.fixture
-def parts():
-    return load_clip("tiny")
+from tests.conftest import WALL_CLASSES as CLASSES
+from tests.conftest import WALL_DESCRIPTIONS as DESCRIPTIONS
 
 
 def test_tiny_model_is_saved_and_loaded_like_a_hub_checkpoint(parts):
