@@ -294,3 +294,24 @@ def test_sigmoid_probabilities_are_per_class_and_stable():
     probs = scorer_probabilities(logits, ("text", "ensemble"), "sigmoid")
     np.testing.assert_allclose(probs["text"], [[0.5, 1.0]])
     np.testing.assert_allclose(probs["ensemble"], [[0.5, 0.75]])
+
+
+def test_onnx_export_scores_descriptions_with_the_familys_own_probability(trained, tmp_path: Path):
+    """The ONNX graph's text probabilities are PyTorch's for the family: a softmax for CLIP, the
+    logit bias and a per-class sigmoid for SigLIP (not CLIP's softmax)."""
+    pytest.importorskip("onnxruntime")
+    from clipcls.commands import export
+    from clipcls.inference.onnx_predictor import OnnxRuntimeSession
+    from clipcls.inference.predictor import load_predictor
+
+    family, _, run_dir = trained
+    if family not in ("clip", "siglip"):
+        pytest.skip("the ONNX graph is checked on the two scoring paths: softmax (CLIP) and sigmoid (SigLIP)")
+    out = tmp_path / "onnx"
+    assert export.main([str(run_dir), "--out", str(out), "--format", "onnx"]) == 0
+    predictor = load_predictor(run_dir, device="cpu")
+    pixels = torch.stack([predictor.preprocess(p) for p in images_of(run_dir.parent.parent)])
+    want = predictor.probabilities(predictor.logits(pixels), "text")
+    got = OnnxRuntimeSession(out / "model.onnx", threads=1).run(pixels.numpy())["text"]
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    assert bool(np.abs(got.sum(1) - 1.0).max() > 1e-3) == (family == "siglip")  # sigmoids need not sum to 1

@@ -47,20 +47,22 @@ SINGLE_FILE_LIMIT = 1_800_000_000  # protobuf's 2 GB cap: larger weights go to m
 
 
 class ProbabilityGraph(nn.Module):
-    """Pixels -> (head, text, ensemble) probabilities, with the class embeddings and the logit
-    scale frozen as constants (the description texts never change after export)."""
+    """Pixels -> (head, text, ensemble) probabilities, with the class embeddings frozen as constants
+    (the description texts never change after export). The description logits and probabilities
+    are the family's own, as in PyTorch: scale (plus SigLIP's bias), softmax or sigmoid."""
 
     def __init__(self, classifier: ClipClassifier) -> None:
         super().__init__()
         self.classifier = classifier
+        self.sigmoid = classifier.text_probability == "sigmoid"
         with torch.no_grad():
             self.register_buffer("class_embeddings", classifier.class_embeddings().detach().clone())
-            self.register_buffer("logit_scale", classifier.logit_scale().detach().clone().reshape(()))
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         image = self.classifier.encode_images(pixels)
         head = torch.softmax(self.classifier.head(image).float(), dim=-1)
-        text = torch.softmax((self.logit_scale * image @ self.class_embeddings.T).float(), dim=-1)
+        logits = self.classifier.similarity_logits(image, self.class_embeddings).float()
+        text = torch.sigmoid(logits) if self.sigmoid else torch.softmax(logits, dim=-1)
         return head, text, (head + text) / 2
 
 
