@@ -23,7 +23,7 @@ class CFG:
     augment: Literal["none", "flip", "trivialaugment", "randaugment"] = (
         "trivialaugment"  # all but none flip and quarter-turn
     )
-    sampler: Literal["random", "balanced", "per_class"] = "random"  # per_class = seed's 1 image/class/step
+    sampler: Literal["random", "balanced", "per_class"] = "balanced"  # classes drawn evenly; per_class: 1/class/step
     batch_size: int = 32  # images per step per device (per_class sampler: number of classes)
     num_workers: int | None = None  # loader workers; None = min(8, CPUs) with a GPU, CPUs // 4 on CPU
     decode: Literal["cpu", "gpu"] = "cpu"  # gpu = training JPEGs decoded/augmented on the device (unmeasured: cpu)

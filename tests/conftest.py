@@ -79,6 +79,7 @@ def tiny_cfg(root: Path, yaml_file: Path, output_dir: Path) -> dict:
         augment="none",
         accelerator="cpu",
         devices=1,
+        sampler="random",  # every image once an epoch: step counts the tests can state
         log_every_n_steps=1,
         checkpoint_every_n_steps=None,
     )
