@@ -62,10 +62,14 @@ def start_slow_training(
         )
 
 
-def run_train_py(cfg: dict, *extra: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    """`python train.py` on `cfg` plus `extra` flags, to completion; output captured as text."""
-    command = [sys.executable, "train.py", *cfg_argv(cfg), *extra]
-    return subprocess.run(command, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=timeout)
+def run_train_py(
+    cfg: dict, *extra: str, timeout: float = 180, script: str | Path = "train.py", threads: int | None = None
+) -> subprocess.CompletedProcess:
+    """`python train.py` (or another entry `script`) on `cfg` plus `extra` flags, to completion;
+    output captured as text. `threads` pins OMP_NUM_THREADS (several processes on 2 cores)."""
+    env = child_env() if threads is None else {**child_env(), "OMP_NUM_THREADS": str(threads)}
+    command = [sys.executable, str(script), *cfg_argv(cfg), *extra]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:

@@ -1,28 +1,15 @@
 """A 2-process DDP run on CPU (gloo) trains and validates, through the same `python train.py`."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from clipcls.inference.checkpoint import load_checkpoint_file
-from tests.conftest import cfg_argv
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.faults import run_train_py
 
 
 def test_two_process_ddp_on_cpu(base_cfg):
     cfg = {**base_cfg, "devices": 2, "strategy": "ddp", "epochs": 2}
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *cfg_argv(cfg)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    proc = run_train_py(cfg, timeout=240, threads=1)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distributed_backend=gloo" in proc.stderr + proc.stdout
     assert "All distributed processes registered" in proc.stderr + proc.stdout

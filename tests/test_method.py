@@ -239,26 +239,14 @@ sys.exit(main(sys.argv[1:], CFG))  # as train.py does (runpy would make rank 1 r
 def test_ddp_ranks_skip_a_step_together(base_cfg):
     """One rank's non-finite loss: both processes skip the step (one all-reduced flag) instead of
     the healthy one waiting forever in backward's gradient all-reduce."""
-    import os
-    import subprocess
-    import sys
 
     from clipcls.inference.checkpoint import load_checkpoint_file
-    from tests.conftest import cfg_argv
+    from tests.faults import ROOT, run_train_py
 
-    root = Path(__file__).resolve().parents[1]
     script = Path(base_cfg["output_dir"]).parent / "poison_train.py"
-    script.write_text(f"ROOT = {str(root)!r}\n" + POISON_RANK_1, encoding="utf-8")
+    script.write_text(f"ROOT = {str(ROOT)!r}\n" + POISON_RANK_1, encoding="utf-8")
     cfg = {**base_cfg, "devices": 2, "strategy": "ddp", "epochs": 2, "sampler": "per_class"}
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(script), *cfg_argv(cfg)],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_train_py(cfg, timeout=300, script=script, threads=1)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "non-finite loss at step 1 (batch 1) on some process: step skipped" in proc.stderr + proc.stdout, (
         proc.stderr[-3000:]
