@@ -28,13 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_sets(specs: list[str], parser: argparse.ArgumentParser) -> dict[str, Path]:
+def parse_sets(specs: list[str]) -> dict[str, Path]:
     """NAME=DIR pairs in order; a bare DIR is named after its folder."""
+    from clipcls.errors import ClipclsError
+
     sets: dict[str, Path] = {}
     for spec in specs:
         name, _, folder = spec.rpartition("=") if "=" in spec else (Path(spec).name, "", spec)
         if not name or name in sets:
-            parser.error(f"--data {spec!r}: each set needs a distinct NAME=DIR")
+            raise ClipclsError(f"--data {spec!r}: each set needs a distinct NAME=DIR")
         sets[name] = Path(folder)
     return sets
 
@@ -47,9 +49,9 @@ def compare_command(args: argparse.Namespace) -> int:
     from clipcls.inference.trained_model import load_trained
     from clipcls.io import write_json
 
+    folders = parse_sets(args.data)  # before the (slow) model load
     model = load_trained(args.model)
     run_dir = run_dir_of(Path(args.model))
-    folders = parse_sets(args.data, build_parser())
     if folders:
         sets = {name: index_folder(folder, class_names=model.class_names) for name, folder in folders.items()}
     else:

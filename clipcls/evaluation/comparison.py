@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from clipcls.evaluation.evaluation import HEADLINE, eval_loader, evaluate_classifier, summary
 from clipcls.evaluation.zeroshot import build_zeroshot
 from clipcls.inference.scoring import scorer_probabilities, softmax
@@ -50,12 +48,3 @@ def format_comparison(results: Mapping[str, Mapping[str, Any]]) -> str:
         values = [results[name][scorer][key] for name in sets for key, _ in HEADLINE]
         lines.append(f"{scorer:<{width}}" + "".join(f"{v:>{cell}.4f}" for v in values))
     return "\n".join(lines)
-
-
-def gain(results: Mapping[str, Mapping[str, Any]], metric: str = "macro_f1") -> dict[str, float]:
-    """Best fine-tuned scorer minus zero-shot, per set (the headline of the comparison)."""
-    out = {}
-    for name, rows in results.items():
-        tuned = max(rows[s][metric] for s in rows if s not in (ZEROSHOT, "num_images"))
-        out[name] = float(np.round(tuned - rows[ZEROSHOT][metric], 6))
-    return out
