@@ -116,7 +116,7 @@ def test_task_is_reproducible(task_dir):
     for name in ("mould", "seam_gap"):
         for split in ("train", "shifted"):
             path = task_dir / split / name / f"{name}_0.jpg"
-            again = task_mod._jpeg(render_scene(task_mod.task_scene(name, split, 0, 0)))
+            again = task_mod.encode_jpeg(render_scene(task_mod.task_scene(name, split, 0, 0)))
             assert path.read_bytes() == again
     assert not np.array_equal(
         render_scene(task_mod.task_scene("tear", "val", 0, 0)), render_scene(task_mod.task_scene("tear", "val", 1, 0))

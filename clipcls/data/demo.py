@@ -85,10 +85,10 @@ def _is_complete(root: pathlib.Path, seed: int, counts: dict[str, int]) -> bool:
     return True
 
 
-def _jpeg_bytes(image: Image.Image) -> bytes:
+def jpeg_bytes(image: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
     """Encode as JPEG without metadata, so identical pixels give identical bytes."""
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    image.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
 
 
@@ -102,7 +102,7 @@ def _write_class(root: pathlib.Path, class_name: str, count: int, seed: int) -> 
             stale.unlink()
     for i in range(count):
         image = render_image(class_name, list(DEMO_CLASSES).index(class_name), seed, i)
-        atomic_write_bytes(_jpeg_bytes(image), folder / f"{class_name}_{i}.jpg", fsync=False)
+        atomic_write_bytes(jpeg_bytes(image), folder / f"{class_name}_{i}.jpg", fsync=False)
 
 
 def make_demo_dataset(root: str | os.PathLike, seed: int = 0, scale: float = 1.0) -> pathlib.Path:

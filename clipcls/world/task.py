@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import os
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from clipcls.data.demo import jpeg_bytes
 from clipcls.io import atomic_write_bytes
 from clipcls.world.render import render_scene
 from clipcls.world.scene import Scene, draw_mark, draw_scene
@@ -79,10 +79,9 @@ def task_scene(class_name: str, split: str, seed: int, index: int) -> Scene:
     return scene
 
 
-def _jpeg(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="RGB").save(buffer, format="JPEG", quality=JPEG_QUALITY)
-    return buffer.getvalue()
+def encode_jpeg(pixels: np.ndarray) -> bytes:
+    """A rendered scene as the task's JPEG bytes (the demo set's encoder, the task's quality)."""
+    return jpeg_bytes(Image.fromarray(pixels, mode="RGB"), JPEG_QUALITY)
 
 
 def _record(seed: int) -> dict[str, object]:
@@ -118,7 +117,11 @@ def make_task(root: str | os.PathLike, seed: int = 0) -> Path:
                 stale.unlink()
             for i in range(count):
                 pixels = render_scene(task_scene(name, split, seed, i))
-                atomic_write_bytes(_jpeg(pixels), folder / f"{name}_{i}.jpg", fsync=False)
+                atomic_write_bytes(
+                    encode_jpeg(pixels),
+                    folder / f"{name}_{i}.jpg",
+                    fsync=False,
+                )
     atomic_write_bytes(json.dumps(_record(seed), indent=1).encode(), root / MARKER_NAME)
     return root
 
