@@ -172,8 +172,8 @@ class ClipClassifierModule(pl.LightningModule):
         return out["loss"]
 
     def _skip_step(self, batch_idx: int, reason: str = "non-finite loss") -> None:
-        """Returning None makes Lightning skip backward and the weight update; under DDP every
-        process returns None together (see `training_step`)."""
+        """Warn about a skipped step and count the non-finite ones in a row (the caller skips the
+        update: None on one process, a zero loss and dropped gradients under DDP)."""
         if reason != "non-finite loss":  # an unreadable batch is no sign of divergence
             pl.utilities.rank_zero_warn(
                 f"{reason} at step {self.global_step} (batch {batch_idx}) on some process: step skipped"
