@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clipcls.data import demo_draw as kit
+from clipcls.data import paint as kit
 from clipcls.world.scene import Mark, Scene
 from clipcls.world.vocab import COLOURS, POSITIONS
 
