@@ -114,8 +114,11 @@ def warn_suspicious(cfg: dict[str, Any]) -> None:
 
 
 def save_config(cfg: dict[str, Any], path: str | Path) -> None:
-    """Write the resolved config as YAML (the run directory's `config.yaml`)."""
-    Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    """Write the resolved config as YAML (the run directory's `config.yaml`), atomically: a resume
+    that dies while rewriting it leaves the previous file, which evaluate and zeroshot read."""
+    from clipcls.io import atomic_write_text
+
+    atomic_write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), path)
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

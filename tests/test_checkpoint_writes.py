@@ -70,6 +70,18 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatc
     assert files(tmp_path) == {"last.ckpt": b"old" * 1000}
 
 
+def test_a_failed_rewrite_of_the_run_config_keeps_the_previous_one(tmp_path, monkeypatch):
+    from clipcls.config import load_config, save_config
+
+    target = tmp_path / "config.yaml"
+    save_config({"lr": 0.001, "run_name": "old"}, target)
+    monkeypatch.setattr(clipcls.io, "os", FailingOs(OSError(errno.ENOSPC, "No space left on device")))
+    with pytest.raises(OSError, match="No space left"):
+        save_config({"lr": 0.002, "run_name": "new"}, target)
+    monkeypatch.undo()
+    assert load_config(target) == {"lr": 0.001, "run_name": "old"} and list(files(tmp_path)) == ["config.yaml"]
+
+
 Files = dict[str, bytes]
 
 
