@@ -118,7 +118,12 @@ def save_config(cfg: dict[str, Any], path: str | Path) -> None:
     that dies while rewriting it leaves the previous file, which evaluate and zeroshot read."""
     from clipcls.io import atomic_write_text
 
-    atomic_write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), path)
+    try:
+        atomic_write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), path)
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write {path}: {err.strerror or err}; the previous file (if any) is unchanged"
+        ) from err
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -44,13 +44,17 @@ class HalfWriter:
 
 
 class FailingOs:
-    """`os` as clipcls.io sees it, except that files it opens fail half-way."""
+    """`os` as clipcls.io sees it, except that files it opens fail half-way (only those whose
+    path contains `only`, when given: e.g. checkpoints, while the run's config.yaml is written)."""
 
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
+    def __init__(self, error: BaseException, only: str | None = None) -> None:
+        self.error, self.only = error, only
 
-    def fdopen(self, fd: int, *args, **kwargs) -> HalfWriter:
-        return HalfWriter(os.fdopen(fd, *args, **kwargs), self.error)
+    def fdopen(self, fd: int, *args, **kwargs):
+        handle = os.fdopen(fd, *args, **kwargs)
+        if self.only is not None and self.only not in os.readlink(f"/proc/self/fd/{fd}"):
+            return handle
+        return HalfWriter(handle, self.error)
 
     def __getattr__(self, name: str):
         return getattr(os, name)
@@ -71,12 +75,12 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatc
 
 
 def test_a_failed_rewrite_of_the_run_config_keeps_the_previous_one(tmp_path, monkeypatch):
-    from clipcls.config import load_config, save_config
+    from clipcls.config import ConfigError, load_config, save_config
 
     target = tmp_path / "config.yaml"
     save_config({"lr": 0.001, "run_name": "old"}, target)
     monkeypatch.setattr(clipcls.io, "os", FailingOs(OSError(errno.ENOSPC, "No space left on device")))
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(ConfigError, match=f"cannot write {target}: No space left on device"):
         save_config({"lr": 0.002, "run_name": "new"}, target)
     monkeypatch.undo()
     assert load_config(target) == {"lr": 0.001, "run_name": "old"} and list(files(tmp_path)) == ["config.yaml"]
@@ -92,7 +96,7 @@ def interrupted_training(cfg: dict, monkeypatch, error: OSError, capsys) -> tupl
     ckpt_dir = Path(cfg["output_dir"]) / cfg["run_name"] / "checkpoints"
     before = files(ckpt_dir)
     capsys.readouterr()
-    monkeypatch.setattr(clipcls.io, "os", FailingOs(error))
+    monkeypatch.setattr(clipcls.io, "os", FailingOs(error, only=".ckpt."))
     assert run({**cfg, "epochs": 2}, "--resume", "last") == 2
     monkeypatch.undo()
     return before, files(ckpt_dir), capsys.readouterr().err
