@@ -43,6 +43,7 @@ class CFG:
     sim_weight: float = 0.5  # weight of the class-aware image-description contrastive loss
     fc_weight: float = 0.5  # weight of the head's cross-entropy
     label_smoothing: float = 0.1  # label smoothing of the head's cross-entropy
+    logit_adjustment: float = 0.0  # tau of the logit-adjusted loss for imbalance (Menon 2021; sampler random); 0 = off
 
     # --- optimisation ---
     epochs: int = 10  # training epochs

@@ -85,6 +85,7 @@ def validate(cfg: dict[str, Any]) -> None:
         "head_lr_multiplier": cfg["head_lr_multiplier"] > 0,
         "resize": not (cfg.get("resize") == "crop" and cfg.get("decode") == "gpu"),  # the decoder squashes
         "label_smoothing": 0 <= cfg["label_smoothing"] < 1,
+        "logit_adjustment": cfg.get("logit_adjustment", 0.0) >= 0,
         "warmup_ratio": 0 <= cfg["warmup_ratio"] < 1,
         "sim_weight": cfg["sim_weight"] >= 0,
         "fc_weight": cfg["fc_weight"] >= 0,
@@ -99,6 +100,12 @@ def validate(cfg: dict[str, Any]) -> None:
             raise ConfigError(f"invalid value for {key}: {cfg[key]!r}")
     if cfg["sim_weight"] + cfg["fc_weight"] <= 0:
         raise ConfigError("sim_weight and fc_weight are both 0: nothing to train")
+    if cfg.get("logit_adjustment", 0.0) > 0 and cfg["sampler"] != "random":
+        raise ConfigError(
+            f"logit_adjustment corrects for the class frequencies of shuffled batches, but sampler "
+            f"{cfg['sampler']!r} already draws every class equally often: set sampler: random "
+            f"(or logit_adjustment: 0)"
+        )
 
 
 def warn_suspicious(cfg: dict[str, Any]) -> None:

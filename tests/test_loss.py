@@ -91,3 +91,40 @@ def test_losses_are_float32_from_bf16_logits():
     assert out["loss"].dtype == torch.float32
     expected = total_loss(text.float(), head.float(), labels, sim_weight=0.5, fc_weight=0.5, label_smoothing=0.1)
     assert out["loss"].item() == pytest.approx(expected["loss"].item(), abs=1e-6)
+
+
+def test_logit_adjusted_loss_learns_the_balanced_classifier():
+    """Fitting per-class biases alone to 90:10 labels: plain cross-entropy learns the prior's
+    log-odds (log 9), so the rare class loses every close call; with tau * log(prior) added inside
+    the loss (tau = 1) the biases that remain at prediction are equal (Menon et al. 2021)."""
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    prior_offset = torch.log(torch.tensor([0.9, 0.1]))
+    learned = {}
+    for name, offset in (("plain", None), ("adjusted", prior_offset)):
+        bias = torch.zeros(2, requires_grad=True)
+        optimizer = torch.optim.LBFGS([bias], max_iter=200, line_search_fn="strong_wolfe")
+
+        def closure(offset=offset, bias=bias, optimizer=optimizer):
+            optimizer.zero_grad()
+            logits = bias.expand(len(labels), 2)
+            loss = total_loss(logits, logits, labels, 0.0, 1.0, 0.0, logit_offset=offset)["loss"]
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        learned[name] = float(bias.detach()[0] - bias.detach()[1])
+    assert learned["plain"] == pytest.approx(math.log(9), abs=1e-3)
+    assert learned["adjusted"] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_logit_offset_is_added_to_both_scorers_inside_the_loss():
+    logits = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    offset = torch.tensor([0.5, -1.0, 2.0])
+    got = total_loss(logits, logits * 2, labels, 0.3, 0.7, 0.1, logit_offset=offset)
+    want = total_loss(logits + offset, logits * 2 + offset, labels, 0.3, 0.7, 0.1)
+    for key in ("loss", "contrastive", "cross_entropy"):
+        assert float(got[key]) == pytest.approx(float(want[key]))
+    # a per-class constant moves only the image->text side of the contrastive loss
+    plain = total_loss(logits, logits, labels, 1.0, 0.0, 0.0)["contrastive"]
+    assert float(got["contrastive"]) != pytest.approx(float(plain))

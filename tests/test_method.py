@@ -37,7 +37,7 @@ def fit(cfg: dict, patch_trainer=None):
     from clipcls.training.trainer import build_trainer
 
     data = load_splits(cfg)
-    module = build_module(cfg, data.class_names, data.descriptions)
+    module = build_module(cfg, data.class_names, data.descriptions, data.train.counts().tolist())
     datamodule = ClipDataModule(data, cfg, module.image_mean, module.image_std)
     trainer = build_trainer(cfg, Path(cfg["output_dir"]) / cfg["run_name"])
     if patch_trainer is not None:
@@ -253,3 +253,39 @@ def test_ddp_ranks_skip_a_step_together(base_cfg):
     )
     ckpt = load_checkpoint_file(Path(cfg["output_dir"]) / "test" / "checkpoints" / "last.ckpt")
     assert all(torch.isfinite(w).all() for w in ckpt["state_dict"].values())
+
+
+def test_logit_adjustment_needs_the_random_sampler():
+    from cfg import CFG
+    from clipcls.config import ConfigError, parse_config
+
+    cfg = parse_config(CFG, ["--logit_adjustment", "1", "--sampler", "random"])
+    assert cfg["logit_adjustment"] == 1.0
+    with pytest.raises(ConfigError, match="logit_adjustment .* sampler 'balanced'"):
+        parse_config(CFG, ["--logit_adjustment", "1"])  # the default sampler already balances
+    with pytest.raises(ConfigError, match="logit_adjustment"):
+        parse_config(CFG, ["--logit_adjustment", "-1", "--sampler", "random"])
+
+
+def test_logit_adjusted_run_offsets_by_the_training_class_frequencies(base_cfg):
+    """The offset is tau * log of each class's share of the training split; predictions (and so
+    validation) read the logits without it."""
+    from clipcls.data.splits import load_splits
+
+    cfg = {**base_cfg, "sampler": "random", "logit_adjustment": 0.5, "epochs": 1}
+    counts = load_splits(cfg).train.counts()
+    trainer, module = fit(cfg)
+    want = 0.5 * np.log(counts / counts.sum())
+    assert module.logit_offset.numpy() == pytest.approx(want, abs=1e-6)
+    assert module.hparams.class_counts == counts.tolist()  # a resumed run rebuilds the same offset
+    batch = next(iter(trainer.datamodule.val_dataloader()))
+    out = module.eval().shared_step(batch)
+    assert torch.equal(out["preds"], out["head_logits"].argmax(1))
+    # without the option the module carries no offset at all
+    assert make_plain_module(base_cfg).logit_offset.numel() == 0
+
+
+def make_plain_module(cfg):
+    from clipcls.training.module import build_module
+
+    return build_module(cfg, CLASSES, DESCRIPTIONS)

@@ -54,13 +54,22 @@ def total_loss(
     fc_weight: float,
     label_smoothing: float,
     contrastive_loss: str = "softmax",
+    logit_offset: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """`sim_weight * contrastive + fc_weight * cross_entropy`, with both parts for logging.
 
     Both parts are computed in float32 whatever the autocast dtype: smoothed targets and
-    softmaxes in bf16 no longer sum to 1."""
+    softmaxes in bf16 no longer sum to 1.
+
+    `logit_offset` (C,), when given, is added to both scorers' logits inside the loss only: with
+    `tau * log(class frequency)` this is the logit-adjusted loss (Menon et al., ICLR 2021), whose
+    minimiser, read without the offset as at prediction, is the balanced-error classifier. (On
+    the contrastive's text->image side a per-text constant changes nothing.)"""
+    text_logits, head_logits = text_logits.float(), head_logits.float()
+    if logit_offset is not None:
+        text_logits, head_logits = text_logits + logit_offset, head_logits + logit_offset
     contrastive = CONTRASTIVE[contrastive_loss](text_logits, labels)  # the family's own (see adapters)
-    cross_entropy = F.cross_entropy(head_logits.float(), labels, label_smoothing=label_smoothing)
+    cross_entropy = F.cross_entropy(head_logits, labels, label_smoothing=label_smoothing)
     return {
         "loss": sim_weight * contrastive + fc_weight * cross_entropy,
         "contrastive": contrastive.detach(),

@@ -82,12 +82,28 @@ def param_groups(model: ClipClassifier, cfg: dict[str, Any]) -> list[dict[str, A
     ]
 
 
+def _logit_offset(config: dict[str, Any], class_counts: list[int] | None) -> torch.Tensor:
+    """`tau * log(training class frequency)` for the logit-adjusted loss; empty when it is off."""
+    tau = float(config.get("logit_adjustment", 0.0))
+    if tau == 0:
+        return torch.empty(0)
+    if not class_counts or min(class_counts) < 1:
+        raise ClipclsError(f"logit_adjustment needs every class's training image count, got {class_counts!r}")
+    counts = torch.tensor(class_counts, dtype=torch.float32)
+    return tau * torch.log(counts / counts.sum())
+
+
 class ClipClassifierModule(pl.LightningModule):
     """Trains `net`. Everything a checkpoint needs to rebuild it is in `hparams` (plain types
     only): the resolved config, the class names in training order and their descriptions."""
 
     def __init__(
-        self, net: ClipClassifier, config: dict[str, Any], class_names: list[str], descriptions: dict[str, list[str]]
+        self,
+        net: ClipClassifier,
+        config: dict[str, Any],
+        class_names: list[str],
+        descriptions: dict[str, list[str]],
+        class_counts: list[int] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
@@ -97,6 +113,7 @@ class ClipClassifierModule(pl.LightningModule):
         self.val_metrics = _metrics(len(class_names), "val/")
         self.val_per_class = MulticlassF1Score(len(class_names), average="none")
         self.skipped_in_a_row = 0
+        self.register_buffer("logit_offset", _logit_offset(config, class_counts), persistent=False)
 
     @property
     def class_names(self) -> list[str]:
@@ -114,6 +131,7 @@ class ClipClassifierModule(pl.LightningModule):
             batch.labels,
             **{k: self.hparams.config[k] for k in LOSS_KEYS},
             contrastive_loss=self.model.contrastive_loss,
+            logit_offset=self.logit_offset if self.logit_offset.numel() else None,
         )
         return {
             **losses,
@@ -283,12 +301,16 @@ class ClipClassifierModule(pl.LightningModule):
 
 
 def build_module(
-    config: dict[str, Any], class_names: list[str], descriptions: dict[str, list[str]]
+    config: dict[str, Any],
+    class_names: list[str],
+    descriptions: dict[str, list[str]],
+    class_counts: list[int] | None = None,
 ) -> ClipClassifierModule:
-    """The LightningModule around the classifier `config` describes, as a training run makes it."""
+    """The LightningModule around the classifier `config` describes, as a training run makes it
+    (`class_counts`: training images per class, for `logit_adjustment`)."""
     from clipcls.model.classifier import build_classifier
 
     net = build_classifier(config, class_names, descriptions)
     if config.get("compile"):  # in place, so parameter names (and checkpoints) stay the same
         net.clip.vision_model.compile()
-    return ClipClassifierModule(net, config, class_names, descriptions)
+    return ClipClassifierModule(net, config, class_names, descriptions, class_counts)

@@ -142,7 +142,7 @@ def train(cfg: dict[str, Any]) -> int:
     data = load_splits(cfg)
     if ckpt is not None and resumed_classes != data.class_names:
         raise CheckpointError(f"{ckpt} was trained on classes {resumed_classes}, but the data has {data.class_names}")
-    module = build_module(cfg, data.class_names, data.descriptions)
+    module = build_module(cfg, data.class_names, data.descriptions, data.train.counts().tolist())
     datamodule = ClipDataModule(data, cfg, module.image_mean, module.image_std)
     check_free_space(run_dir, checkpoint_bytes(module))
     trainer = build_trainer(cfg, run_dir)
