@@ -20,7 +20,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-TEST_CACHE = Path(tempfile.mkdtemp(prefix="clipcls-test-cache-"))
+# One cache for the whole run: pytest imports this file as `conftest` and test modules again as
+# `tests.conftest`, and scripts of the tests' child processes import it too; each import would
+# otherwise make (and leave behind) a directory of its own.
+if "CLIPCLS_TEST_CACHE" not in os.environ:
+    os.environ["CLIPCLS_TEST_CACHE"] = tempfile.mkdtemp(prefix="clipcls-test-cache-")
+TEST_CACHE = Path(os.environ["CLIPCLS_TEST_CACHE"])
 os.environ["CLIPCLS_CACHE"] = str(TEST_CACHE)
 
 CLASSES = {"red": (210, 40, 40), "green": (40, 190, 60), "곰팡이": (40, 60, 210)}  # a Korean class name
