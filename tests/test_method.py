@@ -236,21 +236,45 @@ sys.exit(main(sys.argv[1:], CFG))  # as train.py does (runpy would make rank 1 r
 """
 
 
-def test_ddp_ranks_skip_a_step_together(base_cfg):
-    """One rank's non-finite loss: both processes skip the step (one all-reduced flag) instead of
-    the healthy one waiting forever in backward's gradient all-reduce."""
+# The same with rank 1's batch at step 1 wholly unreadable: it has no image to run backward on.
+UNREADABLE_ON_RANK_1 = POISON_RANK_1.replace(
+    """def poisoned(self, batch):
+    out = shared_step(self, batch)
+    if self.training and self.global_rank == 1 and self.global_step == 1:
+        out["loss"] = out["loss"] * float("nan")
+    return out
+
+ClipClassifierModule.shared_step = poisoned""",
+    """from clipcls.data.dataset import Batch
+
+training_step = ClipClassifierModule.training_step
+
+def unreadable(self, batch, batch_idx):
+    if self.global_rank == 1 and self.global_step == 1:
+        batch = Batch(None, None, None, [(int(p), "poisoned") for p in batch.positions])
+    return training_step(self, batch, batch_idx)
+
+ClipClassifierModule.training_step = unreadable""",
+)
+
+
+@pytest.mark.parametrize("fault", ["nan", "unreadable"])
+def test_ddp_ranks_skip_a_step_together(base_cfg, fault):
+    """One rank's non-finite loss, or a batch with no readable image on one rank: both processes
+    skip the step (one all-reduced flag) instead of the healthy one waiting forever in backward's
+    gradient all-reduce, or the run stopping."""
 
     from clipcls.inference.checkpoint import load_checkpoint_file
     from tests.faults import ROOT, run_train_py
 
     script = Path(base_cfg["output_dir"]).parent / "poison_train.py"
-    script.write_text(f"ROOT = {str(ROOT)!r}\n" + POISON_RANK_1, encoding="utf-8")
+    poison = POISON_RANK_1 if fault == "nan" else UNREADABLE_ON_RANK_1
+    script.write_text(f"ROOT = {str(ROOT)!r}\n" + poison, encoding="utf-8")
     cfg = {**base_cfg, "devices": 2, "strategy": "ddp", "epochs": 2, "sampler": "per_class"}
     proc = run_train_py(cfg, timeout=300, script=script, threads=1)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "non-finite loss at step 1 (batch 1) on some process: step skipped" in proc.stderr + proc.stdout, (
-        proc.stderr[-3000:]
-    )
+    reason = "non-finite loss" if fault == "nan" else "no readable image"
+    assert f"{reason} at step 1 (batch 1) on some process" in proc.stderr + proc.stdout, proc.stderr[-3000:]
     ckpt = load_checkpoint_file(Path(cfg["output_dir"]) / "test" / "checkpoints" / "last.ckpt")
     assert all(torch.isfinite(w).all() for w in ckpt["state_dict"].values())
 

@@ -165,14 +165,20 @@ class ClipClassifierModule(pl.LightningModule):
         readable = self._readable(batch, "train")  # False: every image of the batch was unreadable
         out = self.shared_step(batch) if readable else None
         # under DDP a process that skipped alone would leave the others waiting in backward's
-        # all-reduce: every process skips when any must
-        finite = out is not None and bool(torch.isfinite(out["loss"]))
-        if self.trainer.strategy.reduce_boolean_decision(not finite, all=False):
-            self._skip_step(batch_idx, "non-finite loss" if readable else "no readable image")
-            if self.trainer.world_size == 1 or out is None:
+        # all-reduce: every process skips when any must (two flags: all name the same reason)
+        reduce = self.trainer.strategy.reduce_boolean_decision
+        unreadable = reduce(not readable, all=False)
+        non_finite = reduce(readable and not bool(torch.isfinite(out["loss"])), all=False)
+        if unreadable or non_finite:
+            self._skip_step(batch_idx, "non-finite loss" if non_finite else "no readable image")
+            if self.trainer.world_size == 1:
                 return None  # Lightning skips backward and the update
             # Lightning refuses None under DDP: a zero loss keeps every process's backward (and its
-            # gradient all-reduce) in step, and on_before_optimizer_step drops the gradients
+            # gradient all-reduce) in step, and on_before_optimizer_step drops the gradients. A
+            # process with no readable image runs a blank one for that, as it has nothing else.
+            if out is None:
+                size = (self.hparams.config["img_transform_size_H"], self.hparams.config["img_transform_size_W"])
+                out = self.model(torch.zeros(1, 3, *size, device=self.device))
             self._drop_gradients = True
             return (out["text_logits"].sum() + out["head_logits"].sum()) * 0.0
         self.skipped_in_a_row = 0
