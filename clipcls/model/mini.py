@@ -14,7 +14,7 @@ from pathlib import Path
 
 MINI_NAME = "mini"
 # sha256 of mini/model.safetensors, as recorded in mini/PROVENANCE.md.
-MINI_SHA256 = "2804d6ff53827cbf9b4ea6208a89568b40ce82ab48c9dad9802f550e30b44498"
+MINI_SHA256 = "7e395d3fd896e929ce736fe224a2663f81fbbca44b3db22d8849c512f4b7eb5f"
 
 
 def mini_clip_path() -> Path:
