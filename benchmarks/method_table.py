@@ -150,6 +150,7 @@ def mean_std(values: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated subset of the rows")
     parser.add_argument("--lr", type=float, default=CFG.lr, help="base learning rate of every row but the seed's")
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         change = ROWS[name]
         if change is None:
             continue
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             run_dir, seconds = train_row(cfg, change, seed, name)
             runs.setdefault(name, []).append((run_dir, seconds))
             scores = score(load_trained(run_dir), sets, rare)
