@@ -13,6 +13,7 @@ import torch
 
 from tests.conftest import WALL_CLASSES as CLASSES
 from tests.conftest import WALL_DESCRIPTIONS as DESCRIPTIONS
+from tests.conftest import make_module
 
 
 def test_temperature_below_one_warns_that_it_is_a_multiplier(caplog):
@@ -306,10 +307,4 @@ def test_logit_adjusted_run_offsets_by_the_training_class_frequencies(base_cfg):
     out = module.eval().shared_step(batch)
     assert torch.equal(out["preds"], out["head_logits"].argmax(1))
     # without the option the module carries no offset at all
-    assert make_plain_module(base_cfg).logit_offset.numel() == 0
-
-
-def make_plain_module(cfg):
-    from clipcls.training.module import build_module
-
-    return build_module(cfg, CLASSES, DESCRIPTIONS)
+    assert make_module(base_cfg, CLASSES, DESCRIPTIONS).logit_offset is None

@@ -82,11 +82,11 @@ def param_groups(model: ClipClassifier, cfg: dict[str, Any]) -> list[dict[str, A
     ]
 
 
-def _logit_offset(config: dict[str, Any], class_counts: list[int] | None) -> torch.Tensor:
-    """`tau * log(training class frequency)` for the logit-adjusted loss; empty when it is off."""
+def _logit_offset(config: dict[str, Any], class_counts: list[int] | None) -> torch.Tensor | None:
+    """`tau * log(training class frequency)` for the logit-adjusted loss; None when it is off."""
     tau = float(config.get("logit_adjustment", 0.0))
     if tau == 0:
-        return torch.empty(0)
+        return None
     if not class_counts or min(class_counts) < 1:
         raise ClipclsError(f"logit_adjustment needs every class's training image count, got {class_counts!r}")
     counts = torch.tensor(class_counts, dtype=torch.float32)
@@ -131,7 +131,7 @@ class ClipClassifierModule(pl.LightningModule):
             batch.labels,
             **{k: self.hparams.config[k] for k in LOSS_KEYS},
             contrastive_loss=self.model.contrastive_loss,
-            logit_offset=self.logit_offset if self.logit_offset.numel() else None,
+            logit_offset=self.logit_offset,
         )
         return {
             **losses,
@@ -165,11 +165,12 @@ class ClipClassifierModule(pl.LightningModule):
         readable = self._readable(batch, "train")  # False: every image of the batch was unreadable
         out = self.shared_step(batch) if readable else None
         # under DDP a process that skipped alone would leave the others waiting in backward's
-        # all-reduce: every process skips when any must (two flags: all name the same reason)
+        # all-reduce: every process skips when any must
+        finite = readable and bool(torch.isfinite(out["loss"]))
         reduce = self.trainer.strategy.reduce_boolean_decision
-        unreadable = reduce(not readable, all=False)
-        non_finite = reduce(readable and not bool(torch.isfinite(out["loss"])), all=False)
-        if unreadable or non_finite:
+        if reduce(not finite, all=False):
+            # every process is here: a second flag (off the hot path) makes them name one reason
+            non_finite = reduce(readable and not finite, all=False)
             self._skip_step(batch_idx, "non-finite loss" if non_finite else "no readable image")
             if self.trainer.world_size == 1:
                 return None  # Lightning skips backward and the update
