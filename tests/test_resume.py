@@ -7,6 +7,7 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 import pytorch_lightning as pl
 import torch
 
@@ -139,40 +140,31 @@ def test_truncated_or_empty_last_checkpoint_is_an_error_naming_it(base_cfg, caps
     assert load_checkpoint_file(last)["global_step"] == 6
 
 
-# --- item 5 ------------------------------------------------------------------------------------
-def test_sigterm_saves_a_resumable_checkpoint_and_exits_143(base_cfg, tmp_path):
+# --- item 5 (SIGTERM) and issue 13, item 2 (Ctrl-C) ----------------------------------------------
+@pytest.mark.parametrize(
+    ("sent", "status", "message"),
+    [
+        # as Slurm's scancel or `timeout` do: every process
+        (signal.SIGTERM, 143, "terminated: checkpoint saved in {last}; continue with --resume last"),
+        # what Ctrl-C does: the whole foreground process group
+        (signal.SIGINT, 130, "interrupted: checkpoint saved in {last}; resume with: python train.py --resume last"),
+    ],
+    ids=["sigterm", "ctrl-c"],
+)
+def test_a_signal_saves_a_resumable_checkpoint_and_exits_with_its_status(base_cfg, tmp_path, sent, status, message):
     # 5 steps an epoch, no step checkpoints; 2 loader workers, which get the signal too
     cfg = {**base_cfg, "batch_size": 4, "epochs": 2, "num_workers": 2}
     last = run_dir_of(cfg) / "checkpoints" / "last.ckpt"
     progress, log = tmp_path / "progress.txt", tmp_path / "train.log"
     proc = start_slow_training(cfg, progress, log)
     wait_for(lambda: max(steps_started(progress), default=-1) >= 2, proc, log)
-    os.killpg(proc.pid, signal.SIGTERM)  # as Slurm's scancel or `timeout` do: every process
-    assert proc.wait(timeout=60) == 143, log.read_text(errors="replace")[-3000:]
+    os.killpg(proc.pid, sent)
+    assert proc.wait(timeout=60) == status, log.read_text(errors="replace")[-3000:]
     output = log.read_text(errors="replace")
-    assert f"terminated: checkpoint saved in {last}; continue with --resume last" in output
+    assert message.format(last=last) in output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output
     # Lightning finished the running step, then the checkpoint was written mid-epoch
     saved = load_checkpoint_file(last)
-    assert saved["global_step"] == max(steps_started(progress)) + 1
-    assert saved["epoch"] == 0 and 0 < batches_done(saved) < 5
-    assert run(cfg, "--resume", "last") == 0
-    assert load_checkpoint_file(last)["global_step"] == 10
-
-
-# --- issue 13, item 2: Ctrl-C -------------------------------------------------------------------
-def test_ctrl_c_saves_a_resumable_checkpoint_and_exits_130(base_cfg, tmp_path):
-    # 5 steps an epoch, no step checkpoints; 2 loader workers, which a terminal's Ctrl-C reaches too
-    cfg = {**base_cfg, "batch_size": 4, "epochs": 2, "num_workers": 2}
-    last = run_dir_of(cfg) / "checkpoints" / "last.ckpt"
-    progress, log = tmp_path / "progress.txt", tmp_path / "train.log"
-    proc = start_slow_training(cfg, progress, log)
-    wait_for(lambda: max(steps_started(progress), default=-1) >= 2, proc, log)
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground process group
-    assert proc.wait(timeout=60) == 130, log.read_text(errors="replace")[-3000:]
-    output = log.read_text(errors="replace")
-    assert f"interrupted: checkpoint saved in {last}; resume with: python train.py --resume last" in output
-    assert "Traceback" not in output and "KeyboardInterrupt" not in output
-    saved = load_checkpoint_file(last)  # the running step was finished, then saved mid-epoch
     assert saved["global_step"] == max(steps_started(progress)) + 1
     assert saved["epoch"] == 0 and 0 < batches_done(saved) < 5
     assert run(cfg, "--resume", "last") == 0
