@@ -19,6 +19,20 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 )
 
+# Pillow format names we decode, for training, predict and serve alike; Pillow opens many more
+# (EPS - handed to Ghostscript where installed -, SGI, PCX, TGA, DDS, QOI, IM, MSP, XBM ...), each
+# more decoder code exposed to untrusted files. MPO is how Pillow names many cameras' JPEGs; PPM
+# covers PGM and PBM.
+ALLOWED_FORMATS: frozenset[str] = frozenset({"JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP", "GIF", "PPM"})
+
+
+def check_format(path: str | os.PathLike, image_format: str | None) -> None:
+    """Raise ``ImageLoadError`` naming the format unless Pillow identified one of ALLOWED_FORMATS."""
+    if image_format not in ALLOWED_FORMATS:
+        allowed = ", ".join(sorted(ALLOWED_FORMATS))
+        raise ImageLoadError(path, f"image format {image_format or 'unknown'} is not accepted (allowed: {allowed})")
+
+
 _EXIF_ORIENTATION = 0x0112
 # EXIF orientations 5-8 store the picture rotated by 90 degrees (width and height swapped).
 _SIDEWAYS_ORIENTATIONS = frozenset({5, 6, 7, 8})
