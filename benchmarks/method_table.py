@@ -1,51 +1,51 @@
-"""The method table: what each training choice does on the held-out wallpaper task, from `mini`.
+"""The method table: what each training choice does on the held-out ten-class task, from `mini`.
 
 Every row fine-tunes the pretrained miniature CLIP (`mini`) on the world's wallpaper-defect task
-(clipcls/world/task.py: 30:1 imbalance, `seam_gap` has 8 training images) with one change from the
-default configuration, over several seeds, and reports mean ± std of macro F1 on the validation
-split, on the shifted split (other materials, colours, light) and on the rare classes alone (the
-two smallest training classes, validation split), each for the checkpoint best on validation and
-for the last epoch's (last.ckpt: not chosen on the split it is scored on). WiSE-FT rows
-interpolate the default rows' checkpoints; zero-shot trains nothing. Time-to-0.9: wall time until a run's validation macro F1
-first reached 0.9 x the best row's mean (training time x epoch fraction; the run's own timing).
+(clipcls/world/task.py: five common classes `mini` saw on other materials, five subtle ones it
+never saw, which are also the rare ones) with one change from the default configuration. Each row
+runs for every (task seed, training seed) pair and is scored on `test` (100 images a class) and
+`shifted` (the test scenes through another camera) only: `val` chose nothing but the best-on-val
+checkpoint, and the table reports the LAST epoch (chosen by nothing) with the best-on-val one
+beside it. Columns: macro F1 on test, on shifted, and over the five subtle classes on test.
+Paired differences (default against cross-entropy only, zero-shot and class-name prompts) are
+taken run by run over the same (task seed, training seed) pairs, with a bootstrap 95% interval.
+Few-shot columns retrain the paired rows with the subtle classes cut to 4, 8 or 16 images.
 
-    python benchmarks/method_table.py [--seeds 3] [--epochs 8] [--rows default,zero-shot,...]
-        [--lr 1e-5] [--set head_lr_multiplier=1000] [--out benchmarks/method_table.json]
+    python benchmarks/method_table.py [--train-seeds 5] [--task-seeds 0,1] [--epochs 8]
+        [--rows default,cross-entropy only,...] [--shots 4,8,16] [--jobs 2] [--set key=value]
 
-Runs the same code as `python train.py` (in-process, one thread: side by side on a shared
-machine). Nothing here is tuned to the answer: the default row is cfg.py's values with only the
-task-specific settings below (data, model, input size, epochs). `--lr` and `--set key=value` change
-a value for every row (the seed recipe keeps its own lr), to see how a finding depends on it.
+Runs the same code as `python train.py` (in-process, one thread a job, `--jobs` side by side).
+Nothing here is tuned to the answer: the default row is cfg.py's values with only the task's
+settings below (data, model, input size, epochs).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from common import cfg_flags  # noqa: E402
 
 from cfg import CFG  # noqa: E402
-from clipcls.commands.train import main as train_main  # noqa: E402
 
 SEED_TEMPERATURE = 1.072508
 DESCRIPTIONS = ROOT / "info" / "mini_task_descriptions.yaml"
 SHUFFLED = ROOT / "info" / "mini_task_descriptions_shuffled.yaml"
+CLASS_NAMES = "class names"  # marks the rows whose descriptions are "a photo of {class}"
 # What the task fixes for every row: the data, the model, its input size, the length of a run.
-# The learning rate is cfg.py's (1e-5): at 3e-4, sized for the first, weaker `mini`, every row that
-# trains the image tower fell below zero-shot on validation and shifted (RESULTS.md).
 TASK = {
     "model_name": "mini",
     "img_transform_size_W": 64,
@@ -55,192 +55,253 @@ TASK = {
     "devices": 1,
     "checkpoint_every_n_steps": None,
     "log_every_n_steps": 5,
+    "loggers": ["csv"],
 }
-# Row -> the change from the default configuration (None: not a training row).
+# Row -> the change from the default configuration (None: no training, the base model zero-shot).
 ROWS: dict[str, dict | None] = {
     "zero-shot": None,
+    "zero-shot (class names)": None,
+    "default": {},
+    "class-name prompts": {"class_description_yaml_file": CLASS_NAMES},
+    "shuffled descriptions": {"class_description_yaml_file": str(SHUFFLED)},
+    "random-init head": {"head_init": "random"},
     "linear probe": {"freeze_image": True, "sim_weight": 0.0, "fc_weight": 1.0},
     "cross-entropy only": {"sim_weight": 0.0, "fc_weight": 1.0},
     "contrastive only": {"sim_weight": 1.0, "fc_weight": 0.0},
-    "default": {},
-    "sampler per_class": {"sampler": "per_class"},
-    "sampler balanced": {"sampler": "balanced"},
-    "sampler random": {"sampler": "random"},
-    "WiSE-FT 0.25": None,
-    "WiSE-FT 0.5": None,
-    "WiSE-FT 0.75": None,
-    "shuffled descriptions": {"class_description_yaml_file": str(SHUFFLED)},
-    "head_lr_multiplier 10": {"head_lr_multiplier": 10.0},
-    "head_lr_multiplier 1": {"head_lr_multiplier": 1.0},
-    "head_lr_multiplier 1000": {"head_lr_multiplier": 1000.0},
-    "logit-adjusted (sampler random)": {"sampler": "random", "logit_adjustment": 1.0},
-    "seed recipe": {"sampler": "per_class", "temperature": SEED_TEMPERATURE, "lr": 1e-6},
+    "FLYP (text tower trains, contrastive only)": {"freeze_text": False, "sim_weight": 1.0, "fc_weight": 0.0},
+    "augment trivialaugment": {"augment": "trivialaugment"},
+    "augment flip": {"augment": "flip"},
+    "seed recipe": {"sampler": "per_class", "temperature": SEED_TEMPERATURE, "lr": 1e-6, "augment": "trivialaugment"},
 }
-TIMED = ("default", "seed recipe")
+WISE_ALPHAS = (0.5,)  # WiSE-FT rows: the default runs' weights mixed with the base model's
+PAIRED = ("cross-entropy only", "zero-shot", "class-name prompts")  # each against the default
+SHOT_ROWS = ("default", "cross-entropy only", "class-name prompts")
 
 
-def base_config(task_dir: Path, out_dir: Path, epochs: int) -> dict:
-    cfg = dataclasses.asdict(CFG())
-    cfg.update(TASK)
-    cfg.update(
-        train_dataset_dir=str(task_dir / "train"),
-        val_dataset_dir=str(task_dir / "val"),
-        class_description_yaml_file=str(DESCRIPTIONS),
-        output_dir=str(out_dir),
-        epochs=epochs,
-    )
-    return cfg
+def scorer_for(config: dict) -> str:
+    """The scorer a run's predictions come from: the text scorer where the head is not trained."""
+    try:
+        from clipcls.inference.scoring import default_scorer
+
+        return default_scorer(config)
+    except ImportError:
+        return "text" if float(config.get("fc_weight", 0.5)) == 0 else "head"
 
 
-def train_row(cfg: dict, change: dict, seed: int, name: str) -> tuple[Path, float]:
-    """Train one (row, seed); returns the run directory and the training wall time."""
-    run = {**cfg, **change, "seed": seed, "run_name": f"{name.replace(' ', '_')}-{seed}"}
-    started = time.perf_counter()
-    if train_main(cfg_flags(run), CFG) != 0:
-        raise RuntimeError(f"row {name!r} seed {seed} failed")
-    return Path(run["output_dir"]) / run["run_name"], time.perf_counter() - started
+def task_folder(work: Path, task_seed: int, shots: int | None) -> Path:
+    """The task of `task_seed`, with the subtle classes cut to `shots` training images if given."""
+    from clipcls.world.task import SUBTLE_CLASSES, TRAIN_COUNTS, make_task
+
+    counts = None if shots is None else {**TRAIN_COUNTS, **dict.fromkeys(SUBTLE_CLASSES, shots)}
+    name = f"task{task_seed}" + ("" if shots is None else f"-{shots}shot")
+    return make_task(work / name, seed=task_seed, train_counts=counts)
 
 
-def score(model, sets: dict, rare: list[int]) -> dict[str, float]:
-    """Macro F1 of the head on each set, and on the rare classes of the validation set."""
+def class_name_prompts(work: Path) -> Path:
+    """`a photo of {class}` for every class, the prompt a user without descriptions would write."""
+    from clipcls.world.task import TASK_KINDS
+
+    path = work / "class_name_prompts.yaml"
+    path.write_text(yaml.safe_dump({n: [f"a photo of {n.replace('_', ' ')}"] for n in TASK_KINDS}))
+    return path
+
+
+def score(model, sets: dict, scorer: str) -> dict[str, float]:
+    """Macro F1 of `scorer` on each set, and over the subtle classes on test."""
     from sklearn.metrics import f1_score
 
     from clipcls.evaluation.evaluation import eval_loader
     from clipcls.inference.scoring import run_inference
+    from clipcls.world.task import SUBTLE_CLASSES
 
     out = {}
+    labels = list(range(len(model.class_names)))
+    subtle = [model.class_names.index(n) for n in SUBTLE_CLASSES]
     for name, index in sets.items():
-        loader = eval_loader(index, model.image_size, model.image_mean, model.image_std, 64, 0, "cpu")
+        resize = model.config.get("resize", "squash")
+        loader = eval_loader(index, model.image_size, model.image_mean, model.image_std, 100, 0, "cpu", resize)
         res = run_inference(model.classifier, loader, "cpu")
-        preds, targets = res["head_logits"].argmax(1), res["targets"].astype(int)
-        labels = list(range(len(model.class_names)))
+        preds, targets = res[f"{scorer}_logits"].argmax(1), res["targets"].astype(int)
         out[name] = float(f1_score(targets, preds, labels=labels, average="macro", zero_division=0))
-        if name == "val":
-            out["rare"] = float(f1_score(targets, preds, labels=rare, average="macro", zero_division=0))
+        if name == "test":
+            out["subtle"] = float(f1_score(targets, preds, labels=subtle, average="macro", zero_division=0))
     return out
 
 
-def zero_shot(cfg: dict, sets: dict, rare: list[int]) -> dict[str, float]:
-    """The base model through its descriptions alone (its zero-shot head), no training."""
+def eval_sets(task_dir: Path) -> dict:
+    from clipcls.data.index import index_folder
+
+    names = index_folder(task_dir / "train").class_names
+    return {s: index_folder(task_dir / s, class_names=names) for s in ("test", "shifted")}
+
+
+def zero_shot(cfg: dict, sets: dict) -> dict[str, float]:
+    """The base model through its descriptions alone (text scorer), no training."""
     from clipcls.data.descriptions import read_descriptions
     from clipcls.inference.trained_model import TrainedModel
     from clipcls.model.classifier import build_classifier
 
-    names = sets["val"].class_names
+    names = sets["test"].class_names
     descriptions = read_descriptions(cfg["class_description_yaml_file"])
     descriptions = {n: descriptions[n] for n in names}
     net = build_classifier(cfg, names, descriptions).eval()
     size = (cfg["img_transform_size_H"], cfg["img_transform_size_W"])
-    model = TrainedModel(net, names, descriptions, size, net.image_mean, net.image_std, dict(cfg))
-    return score(model, sets, rare)
+    return score(TrainedModel(net, names, descriptions, size, net.image_mean, net.image_std, dict(cfg)), sets, "text")
 
 
-def val_curve(run_dir: Path) -> list[float]:
-    """Validation macro F1 after each epoch, from the run's CSV log."""
-    with open(run_dir / "logs" / "metrics.csv", encoding="utf-8") as stream:
-        return [float(r["val/macro_f1"]) for r in csv.DictReader(stream) if r.get("val/macro_f1")]
+def run_job(job: dict) -> dict:
+    """Train one (row, task seed, training seed, shots) and score it; runs in a worker process."""
+    import torch
+
+    torch.set_num_threads(1)
+    from clipcls.commands.train import main as train_main
+    from clipcls.inference.trained_model import load_trained
+
+    cfg, name = job["cfg"], job["row"]
+    task_dir = task_folder(Path(job["work"]), job["task_seed"], job["shots"])
+    sets = eval_sets(task_dir)
+    run = {**cfg, "train_dataset_dir": str(task_dir / "train"), "val_dataset_dir": str(task_dir / "val")}
+    if ROWS[name] is None:
+        return {**job, "scores": zero_shot(run, sets), "seconds": 0.0}
+    run.update(ROWS[name])
+    run.update(seed=job["train_seed"], run_name=job["run_name"])
+    started = time.perf_counter()
+    if train_main(cfg_flags(run), CFG) != 0:
+        raise RuntimeError(f"row {name!r} job {job['run_name']} failed")
+    seconds = time.perf_counter() - started
+    run_dir = Path(run["output_dir"]) / run["run_name"]
+    scorer = scorer_for(run)
+    last = load_trained(run_dir / "checkpoints" / "last.ckpt")
+    scores = score(last, sets, scorer)
+    scores.update({f"{k}_best_on_val": v for k, v in score(load_trained(run_dir), sets, scorer).items()})
+    extra = {}
+    if name == "default" and job["shots"] is None:
+        for alpha in WISE_ALPHAS:
+            extra[f"WiSE-FT {alpha}"] = score(last.interpolated(alpha), sets, scorer)
+    return {**job, "scores": scores, "seconds": seconds, "scorer": scorer, "extra": extra}
 
 
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "-"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {std:.3f}"
+def jobs_for(args, cfg: dict, work: Path) -> list[dict]:
+    jobs = []
+    for task_seed in args.task_seeds:
+        for shots in [None, *args.shots]:
+            rows = args.rows if shots is None else [r for r in SHOT_ROWS if r in args.rows]
+            for name in rows:
+                row_cfg = dict(cfg)
+                if (ROWS[name] or {}).get("class_description_yaml_file") == CLASS_NAMES or name.endswith(
+                    "(class names)"
+                ):
+                    row_cfg["class_description_yaml_file"] = str(class_name_prompts(work))
+                seeds = [0] if ROWS[name] is None else range(args.first_seed, args.first_seed + args.train_seeds)
+                for seed in seeds:
+                    tag = f"{name.replace(' ', '_')}-t{task_seed}-s{seed}" + (f"-{shots}shot" if shots else "")
+                    jobs.append(
+                        {"row": name, "task_seed": task_seed, "train_seed": seed, "shots": shots, "cfg": row_cfg}
+                        | {"work": str(work), "run_name": "".join(c if c.isalnum() or c in "-_." else "_" for c in tag)}
+                    )
+    return jobs
+
+
+def bootstrap_ci(diffs: list[float], seed: int = 0, rounds: int = 10_000) -> tuple[float, float]:
+    """Percentile bootstrap 95% interval of the mean of paired differences."""
+    values = np.asarray(diffs)
+    means = np.random.default_rng(seed).choice(values, (rounds, len(values))).mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def mean_sd(values: list[float]) -> str:
+    return "-" if not values else f"{statistics.mean(values):.3f} ± {statistics.pstdev(values):.3f}"
+
+
+def keyed(results: list[dict], row: str, shots, metric: str) -> dict[tuple, float]:
+    """{(task seed, training seed): metric} of one row; zero-shot rows repeat over training seeds."""
+    out = {}
+    for r in results:
+        scores = r["scores"] if r["row"] == row else r.get("extra", {}).get(row)
+        if scores is not None and r["shots"] == shots and (r["row"] == row or r["row"] == "default"):
+            out[(r["task_seed"], r["train_seed"])] = scores[metric]
+    return out
+
+
+def paired(results: list[dict], a: str, b: str, shots=None, metric: str = "test") -> str:
+    left, right = keyed(results, a, shots, metric), keyed(results, b, shots, metric)
+    if ROWS.get(b, {}) is None:  # zero-shot: one value per task seed, paired with every run
+        right = {k: right[(k[0], 0)] for k in left if (k[0], 0) in right}
+    diffs = [left[k] - right[k] for k in left if k in right]
+    if len(diffs) < 2:
+        return f"| {a} − {b} | {metric} | - | - | - |"
+    low, high = bootstrap_ci(diffs)
+    wins = sum(d > 0 for d in diffs)
+    return f"| {a} − {b} | {metric} | {statistics.mean(diffs):+.3f} | [{low:+.3f}, {high:+.3f}] | {wins}/{len(diffs)} |"
+
+
+def print_tables(results: list[dict], args) -> None:
+    names = [*args.rows, *(f"WiSE-FT {a}" for a in WISE_ALPHAS if "default" in args.rows)]
+    print("\n| row | test macro F1 | shifted macro F1 | subtle classes (test) | test, best-on-val | runs | train s |")
+    print("|---|---|---|---|---|---|---|")
+    for name in names:
+        cells = [mean_sd(list(keyed(results, name, None, m).values())) for m in ("test", "shifted", "subtle")]
+        best = mean_sd(list(keyed(results, name, None, "test_best_on_val").values())) if ROWS.get(name) else "-"
+        runs = [r for r in results if r["row"] == name and r["shots"] is None]
+        secs = statistics.mean(r["seconds"] for r in runs) if runs else 0.0
+        print(f"| {name} | {' | '.join(cells)} | {best} | {len(keyed(results, name, None, 'test'))} | {secs:.0f} |")
+    print("\n| paired difference (last epoch) | split | mean | bootstrap 95% CI | wins |\n|---|---|---|---|---|")
+    for other in PAIRED:
+        if other in args.rows and "default" in args.rows:
+            for metric in ("test", "shifted", "subtle"):
+                print(paired(results, "default", other, metric=metric))
+    if args.shots:
+        print("\n| subtle-class images | row | test macro F1 | subtle classes (test) |\n|---|---|---|---|")
+        for shots in args.shots:
+            for name in SHOT_ROWS:
+                cells = [mean_sd(list(keyed(results, name, shots, m).values())) for m in ("test", "subtle")]
+                print(f"| {shots} | {name} | {' | '.join(cells)} |")
+        print("\n| few-shot paired difference | split | mean | bootstrap 95% CI | wins |\n|---|---|---|---|---|")
+        for shots in args.shots:
+            for other in ("cross-entropy only", "class-name prompts"):
+                line = paired(results, "default", other, shots=shots, metric="subtle")
+                print(line.replace("| default", f"| {shots} shots: default", 1))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
+    parser.add_argument("--train-seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="training seeds first-seed .. + train-seeds - 1")
+    parser.add_argument("--task-seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated subset of the rows")
-    parser.add_argument("--lr", type=float, default=CFG.lr, help="base learning rate of every row but the seed's")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="change cfg.py's value for every row (YAML)"
-    )
-    parser.add_argument("--task", type=Path, default=None, help="task folder (default: generated in a temp dir)")
+    parser.add_argument("--shots", type=lambda s: [int(x) for x in s.split(",") if x], default=[4, 8, 16])
+    parser.add_argument("--jobs", type=int, default=2, help="runs side by side, one thread each")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change a value for every row")
+    parser.add_argument("--work", type=Path, default=None, help="folder for tasks and runs (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "method_table.json")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    from clipcls.data.index import index_folder
-    from clipcls.inference.trained_model import load_trained
-    from clipcls.world.task import make_task
-
-    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-    unknown = [r for r in rows if r not in ROWS]
+    args.rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = [r for r in args.rows if r not in ROWS]
     if unknown:
         parser.error(f"unknown rows {unknown}: choose from {list(ROWS)}")
-    work = Path(tempfile.mkdtemp(prefix="method-table-"))
-    task_dir = make_task(args.task or work / "task", seed=0)
-    cfg = {**base_config(task_dir, work / "runs", args.epochs), "lr": args.lr}
+    work = args.work or Path(tempfile.mkdtemp(prefix="method-table-"))
+    work.mkdir(parents=True, exist_ok=True)
+    cfg = {**dataclasses.asdict(CFG()), **TASK, "epochs": args.epochs, "output_dir": str(work / "runs")}
+    cfg["class_description_yaml_file"] = str(DESCRIPTIONS)
     for item in args.set:
         key, _, value = item.partition("=")
         cfg[key] = yaml.safe_load(value)
-    train_index = index_folder(task_dir / "train")
-    counts = train_index.counts()
-    rare = sorted(range(len(counts)), key=lambda c: counts[c])[:2]
-    sets = {name: index_folder(task_dir / name, class_names=train_index.class_names) for name in ("val", "shifted")}
-    print(
-        f"task {task_dir}: train counts {dict(zip(train_index.class_names, counts.tolist()))}; rare = "
-        f"{[train_index.class_names[c] for c in rare]}; {args.seeds} seeds, {args.epochs} epochs",
-        flush=True,
-    )
-
-    results: dict[str, list[dict]] = {}
-    runs: dict[str, list[tuple[Path, float]]] = {}
-    if "zero-shot" in rows:
-        results["zero-shot"] = [zero_shot(cfg, sets, rare)]
-    for name in rows:
-        change = ROWS[name]
-        if change is None:
-            continue
-        for seed in range(args.first_seed, args.first_seed + args.seeds):
-            run_dir, seconds = train_row(cfg, change, seed, name)
-            runs.setdefault(name, []).append((run_dir, seconds))
-            scores = score(load_trained(run_dir), sets, rare)
-            last = score(load_trained(run_dir / "checkpoints" / "last.ckpt"), sets, rare)
-            scores.update({f"{k}_last": v for k, v in last.items()})
-            results.setdefault(name, []).append({**scores, "seconds": seconds, "val_curve": val_curve(run_dir)})
-            print(f"{name} seed {seed}: {results[name][-1]}", flush=True)
-    for name in rows:
-        if name.startswith("WiSE-FT") and "default" in runs:
-            alpha = float(name.split()[1])
-            results[name] = []
-            for run_dir, _ in runs["default"]:
-                scores = score(load_trained(run_dir).interpolated(alpha), sets, rare)
-                last = score(load_trained(run_dir / "checkpoints" / "last.ckpt").interpolated(alpha), sets, rare)
-                results[name].append({**scores, **{f"{k}_last": v for k, v in last.items()}})
-
-    best = max(statistics.mean(r["val"] for r in res) for res in results.values())
-    timing = {}
-    for name in TIMED:
-        for run_dir, seconds in runs.get(name, []):
-            curve = val_curve(run_dir)
-            reached = next((i + 1 for i, f1 in enumerate(curve) if f1 >= 0.9 * best), None)
-            timing.setdefault(name, []).append(None if reached is None else seconds * reached / len(curve))
-    print(
-        "\n| row | val macro F1 | shifted macro F1 | rare-class F1 | last epoch: val | shifted | rare | train s |"
-        "\n|---|---|---|---|---|---|---|---|"
-    )
-    for name, res in results.items():
-        secs = [r["seconds"] for r in res if "seconds" in r]
-        keys = ("val", "shifted", "rare", "val_last", "shifted_last", "rare_last")
-        # zero-shot trains nothing: its last epoch is its only state
-        cells = [mean_std([r.get(k, r[k.removesuffix("_last")]) for r in res]) for k in keys]
-        print(
-            f"| {name} | {' | '.join(cells)} | {statistics.mean(secs):.0f} |"
-            if secs
-            else f"| {name} | {' | '.join(cells)} | - |"
-        )
-    for name, times in timing.items():
-        shown = ", ".join("never" if t is None else f"{t:.0f} s" for t in times)
-        print(f"time to 0.9 x best val macro F1 ({0.9 * best:.3f}), {name}: {shown}")
+    for task_seed in args.task_seeds:  # written once here, not by racing workers
+        for shots in [None, *args.shots]:
+            task_folder(work, task_seed, shots)
+    jobs = jobs_for(args, cfg, work)
+    print(f"{len(jobs)} runs in {work}, {args.jobs} side by side", flush=True)
+    results = []
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+        for result in pool.map(run_job, jobs):
+            result.pop("cfg")
+            results.append(result)
+            print(f"{result['row']} {result['run_name']}: {json.dumps(result['scores'])}", flush=True)
     args.out.write_text(
-        json.dumps(
-            {"rows": results, "time_to_0.9": timing, "best": best, "epochs": args.epochs, "seeds": args.seeds}, indent=1
-        ),
-        encoding="utf-8",
+        json.dumps({"args": {**vars(args), "out": str(args.out), "work": str(work)}, "runs": results}, indent=1)
     )
+    print_tables(results, args)
     return 0
 
 

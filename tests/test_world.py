@@ -13,6 +13,7 @@ from clipcls.model.mini import MINI_SHA256, file_sha256, mini_clip_path, verify_
 from clipcls.world import evaluate_zeroshot as ez
 from clipcls.world import task as task_mod
 from clipcls.world.captions import caption
+from clipcls.world.novel import NOVEL_PAINTERS
 from clipcls.world.model import EOT, build_clip, build_tokenizer
 from clipcls.world.pretrain import mirrored
 from clipcls.world.render import render_scene
@@ -61,14 +62,44 @@ def test_captions_vary_in_wording_and_use_only_world_words():
 def test_held_out_combinations_never_appear_in_pretraining():
     scenes = [pretraining_scene(0, i) for i in range(4000)]
     assert not any(is_held_out(s) for s in scenes)
-    on_wallpaper = {s.mark.kind for s in scenes if s.material == "wallpaper" and s.mark}
-    assert "hole" in on_wallpaper and "tear" not in on_wallpaper
-    assert "tear" in {s.mark.kind for s in scenes if s.mark}  # tears exist, elsewhere
+    for material in ("wallpaper", "painted wall"):  # painted wall is wallpaper's look-alike
+        on_it = {s.mark.kind for s in scenes if s.material == material and s.mark}
+        assert "dent" in on_it and not on_it & {"tear", "hole", "bubble", "stain", "cluster", "seam"}
+        assert all(s.mark is not None for s in scenes if s.material == material)  # never clean
+    kinds = {s.mark.kind for s in scenes if s.mark}
+    assert {"tear", "bubble", "hole"} <= kinds  # each part of the task's marks exists, elsewhere
+    assert not kinds & set(NOVEL_PAINTERS)  # the subtle classes' marks exist nowhere
     for name in task_mod.TASK_KINDS:
-        for split in ("train", "val"):
+        for split in ("train", "val", "test"):
             assert all(is_held_out(task_mod.task_scene(name, split, 0, i)) for i in range(10))
-        shifted = [task_mod.task_scene(name, "shifted", 0, i) for i in range(10)]
-        assert all(s.material != "wallpaper" for s in shifted)
+
+
+def test_subtle_classes_are_the_novel_marks_and_the_rarest():
+    train = task_mod.SPLIT_COUNTS["train"]
+    assert set(task_mod.SUBTLE_CLASSES) == {n for n, k in task_mod.TASK_KINDS.items() if k in NOVEL_PAINTERS}
+    assert len(task_mod.SUBTLE_CLASSES) == 5 and len(task_mod.TASK_KINDS) == 10
+    assert all(8 <= train[n] <= 16 for n in task_mod.SUBTLE_CLASSES)
+    assert max(train[n] for n in task_mod.SUBTLE_CLASSES) <= min(
+        train[n] for n in task_mod.TASK_KINDS if n not in task_mod.SUBTLE_CLASSES
+    )
+
+
+def test_shifted_split_is_the_test_scenes_through_another_camera():
+    for name in ("clean", "hairline"):
+        assert task_mod.task_scene(name, "shifted", 0, 3) == task_mod.task_scene(name, "test", 0, 3)
+        test = task_mod.render_task_image(name, "test", 0, 3).astype(float)
+        shifted = task_mod.render_task_image(name, "shifted", 0, 3).astype(float)
+        assert np.abs(test - shifted).mean() > 3  # blurred and colour-cast
+        # blur: neighbouring pixels differ less than in the sharp picture
+        assert np.abs(np.diff(shifted, axis=1)).mean() < np.abs(np.diff(test, axis=1)).mean()
+
+
+def test_rare_words_are_in_the_vocabulary_but_rarely_captioned():
+    stream = [caption(pretraining_scene(0, i), np.random.default_rng(i)) for i in range(3000)]
+    said = [w for text in stream for w in words(text)]
+    assert {"faint", "along", "around"} <= set(vocabulary())
+    for word in ("faint", "along", "around"):
+        assert 0 < said.count(word) < 0.01 * len(stream), word
 
 
 def test_mirroring_swaps_the_caption_side():
@@ -81,9 +112,10 @@ def test_mirroring_swaps_the_caption_side():
 # --- The task ---
 
 
-SMALL_COUNTS = {  # the real counts, scaled down so a test writes 33 files, not 972
-    "train": {"clean": 10, "mould": 4, "tear": 2, "seam_gap": 1, "stain": 3, "bubble": 2, "scratch": 2},
+SMALL_COUNTS = {  # the real counts, scaled down so a test writes 50 files, not 2,298
+    "train": {**dict.fromkeys(task_mod.TASK_KINDS, 1), "clean": 10, "mould": 4, "tear": 3, "stain": 3, "bubble": 2},
     "val": dict.fromkeys(task_mod.TASK_KINDS, 1),
+    "test": dict.fromkeys(task_mod.TASK_KINDS, 1),
     "shifted": dict.fromkeys(task_mod.TASK_KINDS, 1),
 }
 
@@ -98,6 +130,7 @@ def test_task_counts_are_imbalanced_with_a_rare_class_and_a_balanced_validation_
     train = task_mod.SPLIT_COUNTS["train"]
     assert max(train.values()) / min(train.values()) >= 20 and min(train.values()) <= 10
     assert min(task_mod.SPLIT_COUNTS["val"].values()) >= 20
+    assert set(task_mod.SPLIT_COUNTS["test"].values()) == {100}  # the reported split: 100 a class
     assert set(task_mod.SPLIT_COUNTS["shifted"]) == set(task_mod.TASK_KINDS)
 
 
@@ -113,10 +146,10 @@ def test_task_writes_the_counts_and_reuses_a_complete_set(task_dir):
 
 
 def test_task_is_reproducible(task_dir):
-    for name in ("mould", "seam_gap"):
+    for name in ("mould", "seam_mould"):
         for split in ("train", "shifted"):
             path = task_dir / split / name / f"{name}_0.jpg"
-            again = task_mod.encode_jpeg(render_scene(task_mod.task_scene(name, split, 0, 0)))
+            again = task_mod.encode_jpeg(task_mod.render_task_image(name, split, 0, 0))
             assert path.read_bytes() == again
     assert not np.array_equal(
         render_scene(task_mod.task_scene("tear", "val", 0, 0)), render_scene(task_mod.task_scene("tear", "val", 1, 0))
@@ -181,7 +214,7 @@ def test_mini_zero_shot_beats_chance():
     images, labels = [], []
     for label, name in enumerate(descriptions):
         for i in range(7):  # 49 validation pictures, painted in memory
-            images.append(render_scene(task_mod.task_scene(name, "val", 0, i)))
+            images.append(task_mod.render_task_image(name, "val", 0, i))
             labels.append(label)
     scores = ez.zero_shot(model, tokenizer, processor, descriptions, images, np.array(labels))
     # Chance is 1/7 = 0.14 (7 of 49 right, standard deviation 2.4); twice chance is 2.7 sd above it.
@@ -194,6 +227,6 @@ def test_demo_data_command_writes_the_task(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(task_mod, "SPLIT_COUNTS", SMALL_COUNTS)
     assert main(["demo-data", "--out", str(tmp_path / "demo"), "--seed", "0"]) == 0
     printed = capsys.readouterr().out
-    assert f"train: {sum(SMALL_COUNTS['train'].values())} images" in printed and "shifted: 7 images" in printed
+    assert f"train: {sum(SMALL_COUNTS['train'].values())} images" in printed and "shifted: 10 images" in printed
     assert len(list((tmp_path / "demo" / "train" / "clean").glob("*.jpg"))) == SMALL_COUNTS["train"]["clean"]
     assert (tmp_path / "demo" / task_mod.MARKER_NAME).is_file()

@@ -20,12 +20,15 @@ from clipcls.world.vocab import (
     ORIENTATION_WORDS,
     PATTERN_WORDS,
     POSITION_WORDS,
+    RARE_SHADE_WORDS,
+    RARE_TEMPLATES,
     SHADE_WORDS,
     SIZE_WORDS,
     TEMPLATES,
 )
 
 SAY = 0.7  # chance that an optional attribute is put into words
+RARE_SAY = 0.03  # chance that a rare word or template (vocab.RARE_*) is used where it could be
 
 
 def _one(rng: np.random.Generator, options: tuple[str, ...]) -> str:
@@ -62,6 +65,8 @@ def mark_phrase(mark: Mark | None, rng: np.random.Generator) -> str:
         (mark.shade, SHADE_WORDS),
     ]
     words += [_one(rng, table[value]) for value, table in optional if value is not None and rng.random() < SAY]
+    if mark.shade in RARE_SHADE_WORDS and rng.random() < RARE_SAY:
+        words.append(_one(rng, RARE_SHADE_WORDS[mark.shade]))
     if mark.colour is not None and rng.random() < SAY:
         words.append(mark.colour)
     if mark.orientation is not None and rng.random() < SAY:
@@ -75,5 +80,5 @@ def mark_phrase(mark: Mark | None, rng: np.random.Generator) -> str:
 
 def caption(scene: Scene, rng: np.random.Generator) -> str:
     """One true caption of `scene`; another `rng` state gives another wording."""
-    template = _one(rng, TEMPLATES)
+    template = _one(rng, RARE_TEMPLATES if rng.random() < RARE_SAY else TEMPLATES)
     return template.format(surface=surface_phrase(scene, rng), marks=mark_phrase(scene.mark, rng))

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="save_pretrained CLIP directory")
     parser.add_argument("--data", required=True, help="task folder from clipcls.world.task")
     parser.add_argument("--descriptions", default="info/mini_task_descriptions.yaml")
-    parser.add_argument("--splits", nargs="+", default=["val", "shifted"])
+    parser.add_argument("--splits", nargs="+", default=["test", "shifted"])
     parser.add_argument("--retrieval", type=int, default=1000, help="world pairs; 0 skips")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)

@@ -312,15 +312,20 @@ def _shadow(img: np.ndarray, scene: kit.Scene, rng: np.random.Generator) -> np.n
     return img * (1 - rng.uniform(0.5, 0.7) * ramp)[..., None]
 
 
-def render_scene(scene: Scene, side: int = 64) -> np.ndarray:
-    """Paint `scene` as an (side, side, 3) uint8 array; the same scene gives the same pixels."""
+def render_scene(
+    scene: Scene, side: int = 64, painters: dict[str, Callable[..., np.ndarray]] | None = None
+) -> np.ndarray:
+    """Paint `scene` as an (side, side, 3) uint8 array; the same scene gives the same pixels.
+
+    `painters` (mark kind -> painter) defaults to MARK_PAINTERS, the marks pretraining shows; the
+    downstream task passes novel.TASK_PAINTERS, which adds the marks only it has."""
     rng = np.random.default_rng(scene.seed)
     yy, xx = np.mgrid[0:side, 0:side] + 0.5
     surface = make_surface(scene, rng)
     canvas = kit.Scene(surface, yy, xx)
     img = surface.render(yy, xx)
     if scene.mark is not None:
-        img = MARK_PAINTERS[scene.mark.kind](img, canvas, scene.mark, rng)
+        img = (painters or MARK_PAINTERS)[scene.mark.kind](img, canvas, scene.mark, rng)
     if scene.lighting == "uneven":
         img = _shadow(img, canvas, rng)
     level, tilt = _LIGHT[scene.lighting]

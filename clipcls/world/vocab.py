@@ -128,11 +128,19 @@ TEMPLATES: tuple[str, ...] = (
     "a surface of {surface} with {marks}",
 )
 GLUE_WORDS = "a an the of with and on in is it which are there".split()
+# Words a caption says only rarely (RARE_SAY of the chances): in the vocabulary, so a task's
+# descriptions can use them, but barely trained, as the words that separate a new task's classes
+# often are. "faint" is a rare synonym of the light shade; the rest come from RARE_TEMPLATES.
+RARE_SHADE_WORDS: dict[str, tuple[str, ...]] = {"light": ("faint",)}
+RARE_TEMPLATES: tuple[str, ...] = (
+    "{marks} all along the {surface}",
+    "{surface} with {marks} around its edge",
+)
 
 
 def _all_phrases() -> list[str]:
     """Every string a caption or description may be built from."""
-    phrases: list[str] = [*COLOURS, *TEMPLATES, *GLUE_WORDS, *NO_MARK_PHRASES]
+    phrases: list[str] = [*COLOURS, *TEMPLATES, *RARE_TEMPLATES, *GLUE_WORDS, *NO_MARK_PHRASES]
     for table in (
         MATERIALS,
         PATTERN_WORDS,
@@ -140,6 +148,7 @@ def _all_phrases() -> list[str]:
         COUNT_WORDS,
         SIZE_WORDS,
         SHADE_WORDS,
+        RARE_SHADE_WORDS,
         DENSITY_WORDS,
         ORIENTATION_WORDS,
         POSITION_WORDS,
