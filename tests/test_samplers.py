@@ -32,6 +32,16 @@ def test_draws_depend_only_on_seed_and_epoch(kind):
 
 
 @pytest.mark.parametrize("kind", ["random", "balanced", "per_class"])
+def test_neighbouring_seeds_do_not_replay_each_others_epochs(kind):
+    """Issue 18: seeded with `seed + epoch`, seed s at epoch e drew seed s+1's epoch e-1."""
+    labels = np.repeat(np.arange(3), 40)  # long enough that two independent orders differ
+    for seed, epoch in [(7, 1), (0, 3), (41, 5)]:
+        now = [index for index, _ in draws(build_sampler(kind, labels, 3, seed=seed), epoch)]
+        neighbour = [index for index, _ in draws(build_sampler(kind, labels, 3, seed=seed + 1), epoch - 1)]
+        assert now != neighbour
+
+
+@pytest.mark.parametrize("kind", ["random", "balanced", "per_class"])
 def test_skip_leaves_out_the_trained_samples_once(kind):
     sampler = build_sampler(kind, LABELS, 3, seed=7)
     whole = draws(sampler, 2)

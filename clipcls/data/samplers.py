@@ -17,6 +17,14 @@ import torch
 from torch.utils.data import Sampler
 
 
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A torch generator for the epoch's order, seeded through `SeedSequence((seed, epoch))`: with
+    `seed + epoch`, seed s at epoch e replayed seed s+1 at epoch e-1. (Spawn key 1: the draw
+    seeds come from the same sequence's own stream.)"""
+    sequence = np.random.SeedSequence((seed, epoch), spawn_key=(1,))
+    return torch.Generator().manual_seed(int(sequence.generate_state(1, np.uint64)[0] >> 1))
+
+
 class Draw(NamedTuple):
     """A dataset index and the seed of its random transform."""
 
@@ -75,8 +83,7 @@ class RandomOrderSampler(EpochSampler):
     """Every image once per epoch, shuffled."""
 
     def order(self, epoch: int) -> np.ndarray:
-        generator = torch.Generator().manual_seed(self.seed + epoch)
-        return torch.randperm(self.length, generator=generator).numpy()
+        return torch.randperm(self.length, generator=epoch_generator(self.seed, epoch)).numpy()
 
 
 class BalancedSampler(EpochSampler):
@@ -88,7 +95,7 @@ class BalancedSampler(EpochSampler):
         self.weights = torch.as_tensor(1.0 / counts[labels], dtype=torch.double)
 
     def order(self, epoch: int) -> np.ndarray:
-        generator = torch.Generator().manual_seed(self.seed + epoch)
+        generator = epoch_generator(self.seed, epoch)
         return torch.multinomial(self.weights, self.length, replacement=True, generator=generator).numpy()
 
 
