@@ -1,4 +1,4 @@
-"""The `clipcls` command (also `python -m clipcls`): train, evaluate, zeroshot, predict, export, serve,
+"""The `clipcls` command (also `python -m clipcls`): train, evaluate, zeroshot, predict, audit, export, serve,
 demo-data.
 
 Commands parse arguments, print and return exit statuses; the work they share lives in the
@@ -18,6 +18,7 @@ COMMANDS = {
     "evaluate": ("clipcls.commands.evaluate", "score a checkpoint, run directory or export on a labelled folder"),
     "zeroshot": ("clipcls.commands.zeroshot", "score un-fine-tuned CLIP using only the class descriptions"),
     "predict": ("clipcls.commands.predict", "predict classes for files, a folder or a glob; write a CSV"),
+    "audit": ("clipcls.commands.audit", "find label errors, duplicates, leakage, bad files and weak descriptions"),
     "compare": ("clipcls.commands.compare", "zero-shot CLIP vs the fine-tune on one or more labelled folders"),
     "export": ("clipcls.commands.export", "write a model as a HuggingFace directory, or an ONNX / OpenVINO graph"),
     "serve": ("clipcls.commands.serve", "serve a model over HTTP: POST /predict, GET /health"),

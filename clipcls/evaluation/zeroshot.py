@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from clipcls.audit.descriptions import TOP_PAIRS, most_similar, similarity_matrix  # noqa: F401 - shared with audit
 from clipcls.evaluation.evaluation import EvaluateError, Evaluation
 
 SCORER = "zeroshot"  # at the run's input size, squashed, as training feeds the model
 NATIVE = "zeroshot_native"  # the checkpoint's own preprocessing: shortest side + centre crop, native size
-TOP_PAIRS = 10  # pairs listed in descriptions.json and the report
 
 
 def class_list(folder_classes: list[str], descriptions: dict[str, list[str]], source: str) -> list[str]:
@@ -41,15 +41,6 @@ def build_zeroshot(model_name: str, class_names: list[str], descriptions: dict[s
         raise EvaluateError(f"cannot load CLIP model {model_name!r}: {err}") from err
 
 
-def similarity_matrix(classifier) -> np.ndarray:
-    """Cosine similarity of the class embeddings (mean of normalised description embeddings)."""
-    import torch
-
-    with torch.inference_mode():
-        emb = classifier.class_embeddings().double().cpu().numpy()
-    return np.clip(emb @ emb.T, -1.0, 1.0)
-
-
 def most_confused(matrix: np.ndarray, similarity: np.ndarray, class_names: list[str]) -> list[dict[str, Any]]:
     """Off-diagonal confusion cells, largest count first: (true -> predicted) pairs."""
     matrix = np.asarray(matrix)
@@ -68,13 +59,6 @@ def most_confused(matrix: np.ndarray, similarity: np.ndarray, class_names: list[
         }
         for count, i, j in cells[:TOP_PAIRS]
     ]
-
-
-def most_similar(similarity: np.ndarray, class_names: list[str]) -> list[dict[str, Any]]:
-    """Distinct class pairs whose descriptions embed closest together."""
-    pairs = [(float(similarity[i, j]), i, j) for i in range(len(class_names)) for j in range(i + 1, len(class_names))]
-    pairs.sort(key=lambda p: -p[0])
-    return [{"a": class_names[i], "b": class_names[j], "cosine": value} for value, i, j in pairs[:TOP_PAIRS]]
 
 
 def description_report(ev: Evaluation, similarity: np.ndarray, descriptions: dict[str, list[str]]) -> dict[str, Any]:
