@@ -22,7 +22,7 @@ demo: venv
 	$(BIN)/clipcls demo-data --out demo_data
 	rm -rf runs/demo
 	$(BIN)/python train.py --config configs/demo.yaml
-	$(BIN)/clipcls compare runs/demo --data val=demo_data/val shifted=demo_data/shifted --workers 1
+	$(BIN)/clipcls compare runs/demo --data test=demo_data/test shifted=demo_data/shifted --workers 1
 
 test: venv
 	$(BIN)/python -m pytest

@@ -1,6 +1,7 @@
-"""`clipcls demo-data`: generate the built-in demo task — the world's wallpaper-defect classes, held
-out from `mini`'s pretraining (clipcls/world/task.py): train/ (30:1 imbalance), val/ and shifted/
-(other materials, colours and light)."""
+"""`clipcls demo-data`: generate the built-in demo task — the world's ten wallpaper-defect classes,
+held out from `mini`'s pretraining, five of them concepts it never saw (clipcls/world/task.py):
+train/ (25:1 imbalance, the subtle classes rarest), val/ (checkpoint choice), test/ (the reported
+split) and shifted/ (the test scenes through a blurred, colour-cast camera)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ def main(argv: list[str] | None = None) -> int:
     """`clipcls demo-data --out demo_data [--seed 0]`; returns the exit status."""
     parser = argparse.ArgumentParser(
         prog="clipcls demo-data",
-        description="Generate the demo task: train/, val/ and shifted/ class folders of procedural "
+        description="Generate the demo task: train/, val/, test/ and shifted/ class folders of procedural "
         "wallpaper-defect photos (a finished set with the same seed is reused).",
     )
-    parser.add_argument("--out", default="demo_data", help="folder to write train/, val/ and shifted/ into")
+    parser.add_argument("--out", default="demo_data", help="folder to write train/, val/, test/ and shifted/ into")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same pictures")
     return run_command(parser, write, argv)
 

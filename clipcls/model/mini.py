@@ -14,7 +14,7 @@ from pathlib import Path
 
 MINI_NAME = "mini"
 # sha256 of mini/model.safetensors, as recorded in mini/PROVENANCE.md.
-MINI_SHA256 = "7e395d3fd896e929ce736fe224a2663f81fbbca44b3db22d8849c512f4b7eb5f"
+MINI_SHA256 = "e578706b29f36b485c3ecd7853b4bdadfaa72ac482136e56cc2bf7941e85dd14"
 
 
 def mini_clip_path() -> Path:
