@@ -10,7 +10,12 @@ from clipcls.commands import COMMANDS
 from clipcls.commands.common import BATCH_SIZE, SCORERS
 from clipcls.inference.scoring import SCORERS as LIBRARY_SCORERS
 
-IMAGE_COMMANDS = ("clipcls.commands.evaluate", "clipcls.commands.zeroshot", "clipcls.commands.predict")
+IMAGE_COMMANDS = (
+    "clipcls.commands.evaluate",
+    "clipcls.commands.zeroshot",
+    "clipcls.commands.predict",
+    "clipcls.commands.audit",
+)
 
 
 def test_scorer_names_have_one_definition():

@@ -5,8 +5,8 @@ steps: a cheap first pass keeps the pairs whose 64-bit perceptual hashes differ 
 `PHASH_MAX_BITS` bits (XOR and popcount over tiles of the pair matrix, so memory stays flat),
 and the second keeps those whose image embeddings have a cosine of at least `COSINE_MIN`.
 Both thresholds were chosen on a measurement (benchmarks/audit_bench.py, benchmarks/RESULTS.md
-"Issue 21"): copies re-encoded at another JPEG quality or resized fall inside them, distinct
-photos outside.
+"Issue 21"): on NEU, copies re-encoded at another JPEG quality or resized fall well inside them,
+and the only untouched pairs inside were genuine copies and overlapping crops of one photo.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-PHASH_MAX_BITS = 10  # of 64; re-encoded or resized copies measured at <= 6 bits
-COSINE_MIN = 0.95  # embedding cosine a near copy must also reach
+PHASH_MAX_BITS = 10  # of 64; copies re-encoded or resized measured at <= 4, overlapping crops at 6-8
+COSINE_MIN = 0.95  # embedding cosine a near copy must also reach (copies measured >= 0.996 with mini)
 BLOCK = 2048  # the pairwise XOR is computed in BLOCK x BLOCK tiles (32 MiB): memory flat in N
 MAX_CANDIDATES = 200_000  # first-pass pairs kept; beyond that the hash is not telling images apart
 

@@ -70,10 +70,10 @@ def inspect_file(path: str) -> dict[str, Any]:
     except OSError as err:
         return {"error": f"{type(err).__name__}: {err.strerror or err}"}
     digest = hashlib.sha256(data).digest()
-    try:
+    try:  # the decoder's gate (format allowlist, truncation, bombs) first; then the stored size
+        image = load_image(io.BytesIO(data), draft_size=(HASH_DECODE_PX, HASH_DECODE_PX))
         with Image.open(io.BytesIO(data)) as header:
             width, height = header.size
-        image = load_image(io.BytesIO(data), draft_size=(HASH_DECODE_PX, HASH_DECODE_PX))
     except ImageLoadError as err:
         return {"error": err.reason, "sha256": digest}
     except Exception as err:  # noqa: BLE001 - Pillow's header parsers raise many types

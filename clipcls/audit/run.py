@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ class AuditInputs:
     out: Path
     val: str | None = None
     descriptions: str | None = None
-    model: str = "mini"
+    model: str = "mini"  # the command's default is training's model_name
     test_size: float = 0.2  # the validation split that will be made when there is no `val`
     batch_size: int = 32
     workers: int | None = None
@@ -242,16 +244,34 @@ def _description_checks(model, described, images: Images, emb, row_of, audit: Au
 
 
 class _progress:
-    """A tqdm bar on stderr (when it is a terminal, or when asked), as a context giving `tick(n)`."""
+    """Progress as a context giving `tick(n)`: tqdm's bar on a terminal; in a log (stderr not a
+    terminal) a plain line every PLAIN_EVERY_S seconds, as training does; nothing when
+    `inputs.progress` is False."""
+
+    PLAIN_EVERY_S = 30.0
 
     def __init__(self, inputs: AuditInputs, total: int, what: str) -> None:
-        from tqdm import tqdm
+        self.total, self.what, self.done, self.bar = total, what, 0, None
+        self.last = time.monotonic()
+        tty = sys.stderr.isatty()
+        self.plain = inputs.progress is None and not tty
+        if inputs.progress or (inputs.progress is None and tty):
+            from tqdm import tqdm
 
-        disable = None if inputs.progress is None else not inputs.progress
-        self.bar = tqdm(total=total, desc=what, unit="img", disable=disable, leave=False)
+            self.bar = tqdm(total=total, desc=what, unit="img", leave=False)
+
+    def tick(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        self.done += n
+        if self.plain and time.monotonic() - self.last >= self.PLAIN_EVERY_S:
+            self.last = time.monotonic()
+            print(f"audit: {self.what} {self.done}/{self.total} images", file=sys.stderr, flush=True)
 
     def __enter__(self):
-        return self.bar.update
+        return self.tick
 
     def __exit__(self, *exc) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()

@@ -15,7 +15,6 @@ from pathlib import Path
 from clipcls.commands.common import add_loader_args, run_command
 
 EXIT_CLEAN, EXIT_FINDINGS = 0, 1
-DEFAULT_MODEL = "mini"  # offline and fast; pass the CLIP you will fine-tune (or a run) for a real audit
 
 
 def audit_and_report(inputs, fail_on: str = "severe", title: str | None = None) -> int:
@@ -68,11 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output directory (embeddings are cached there too)")
     parser.add_argument("--val", help="a separate validation class-folder tree (checked for leakage too)")
     parser.add_argument("--descriptions", help="class-description YAML (enables the description checks)")
+    from clipcls.cfg import CFG  # the one home of the default model
+
     parser.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
-        help=f'embedding model: CLIP Hub name, local directory, "tiny", "mini", or a run / checkpoint / '
-        f"export directory (default {DEFAULT_MODEL}: offline, 64 px; a real CLIP finds more)",
+        default=CFG.model_name,
+        help='embedding model: CLIP Hub name, local directory, "mini" (offline, 64 px), "tiny" (random), '
+        f"or a run / checkpoint / export directory (default: training's, {CFG.model_name})",
     )
     parser.add_argument(
         "--test-size",
