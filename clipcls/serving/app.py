@@ -14,6 +14,8 @@ another, so decoding the next request overlaps scoring the current batch.
 
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime
 import asyncio
+import hmac
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,23 +26,40 @@ import numpy as np
 
 from clipcls.optional import require
 from clipcls.serving.backend import Backend
-from clipcls.serving.uploads import Limits, Upload, UploadError, check_count, decode, parse_json
+from clipcls.serving.intake import ClientGone, MemoryBudget, close_uploads, read_uploads
+from clipcls.serving.uploads import Limits, Upload, UploadError, decode
+
+_PING = object()  # a queue entry that wakes the batcher for /health; never scored
 
 
 class Batcher:
     """Collects model inputs from concurrent requests into batches of at most `max_batch`,
-    waiting at most `max_wait_s` after the first for others to join, and scores each batch once."""
+    waiting at most `max_wait_s` after the first for others to join, and scores each batch once.
+    At most `max_queue` inputs wait: more is refused with 503 and a Retry-After estimate."""
 
-    def __init__(self, score: Callable[[list[Any]], np.ndarray], max_batch: int, max_wait_s: float) -> None:
+    def __init__(
+        self, score: Callable[[list[Any]], np.ndarray], max_batch: int, max_wait_s: float, max_queue: int = 256
+    ) -> None:
         self.score = score
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
-        self.queue: asyncio.Queue[tuple[Any, asyncio.Future]] = asyncio.Queue()
+        self.max_queue = max_queue
+        self.queue: asyncio.Queue[tuple[Any, asyncio.Future | None]] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="clipcls-model")
         self.batches = 0  # batches scored (for /health and tests)
+        self.batch_seconds = 0.0  # how long the last batch took (for Retry-After)
+        self.pings: list[asyncio.Future] = []
 
     async def submit(self, items: list[Any]) -> np.ndarray:
         """Probabilities (N, C) for `items`, scored alongside other requests' items."""
+        waiting = self.queue.qsize()
+        if waiting + len(items) > self.max_queue:
+            wait_s = math.ceil((waiting / self.max_batch + 1) * max(self.batch_seconds, self.max_wait_s))
+            raise UploadError(
+                503,
+                f"server busy: {waiting} images already wait for the model (limit {self.max_queue}); retry later",
+                {"Retry-After": str(max(1, wait_s))},
+            )
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in items]
         for item, future in zip(items, futures):
@@ -61,69 +80,52 @@ class Batcher:
                 break
         return batch
 
+    async def ping(self) -> None:
+        """Returns once the batcher has finished its current batch and its model thread has
+        answered: what /health waits for (a stuck model never returns)."""
+        future = asyncio.get_running_loop().create_future()
+        self.pings.append(future)
+        self.queue.put_nowait((_PING, None))  # wakes an idle batcher
+        await future
+
     async def run(self) -> None:
         """Score batches until cancelled; a failing batch fails only its own requests."""
         loop = asyncio.get_running_loop()
         while True:
             batch = await self.next_batch()
-            live = [(item, fut) for item, fut in batch if not fut.done()]  # skip cancelled requests
-            if not live:
-                continue
-            try:
-                probs = await loop.run_in_executor(self.executor, self.score, [item for item, _ in live])
-            except Exception as err:  # noqa: BLE001 - reported to the requests, the server keeps serving
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(err)
-                continue
-            self.batches += 1
-            for (_, fut), row in zip(live, probs):
+            live = [(item, fut) for item, fut in batch if fut is not None and not fut.done()]  # skip cancelled
+            if live:
+                await self.score_batch(live)
+            elif self.pings:
+                await loop.run_in_executor(self.executor, int)  # the model thread answers
+            pings, self.pings = self.pings, []
+            for fut in pings:
                 if not fut.done():
-                    fut.set_result(row)
+                    fut.set_result(None)
+
+    async def score_batch(self, live: list[tuple[Any, asyncio.Future]]) -> None:
+        """Score one batch on the model thread and hand each request its rows (or the error)."""
+        start = time.monotonic()
+        try:
+            probs = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.score, [item for item, _ in live]
+            )
+        except Exception as err:  # noqa: BLE001 - reported to the requests, the server keeps serving
+            for _, fut in live:
+                if not fut.done():
+                    fut.set_exception(err)
+            return
+        self.batches += 1
+        self.batch_seconds = time.monotonic() - start
+        for (_, fut), row in zip(live, probs):
+            if not fut.done():
+                fut.set_result(row)
 
 
 def top_classes(probs: np.ndarray, names: list[str], k: int) -> list[dict[str, Any]]:
     """The k most probable classes of one image, most probable first."""
     order = np.argsort(-probs, kind="stable")[:k]
     return [{"class": names[i], "probability": float(probs[i])} for i in order]
-
-
-async def read_body(request: Any, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes `limit` bytes (whether or not the
-    client sent a Content-Length)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise UploadError(413, f"request body of {declared} bytes; the limit is {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise UploadError(413, f"request body over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def read_uploads(request: Any, limits: Limits) -> list[Upload]:
-    """The images of a multipart/form-data or application/json request."""
-    from starlette.requests import Request
-
-    body = await read_body(request, limits.max_body_bytes)
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("application/json"):
-        return check_count(parse_json(body), limits)
-    if not content_type.startswith("multipart/form-data"):
-        raise UploadError(415, f"content type {content_type or 'none'!r}: send multipart/form-data or application/json")
-
-    async def replay() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    form = await Request(request.scope, replay).form(max_files=limits.max_images + 1, max_fields=limits.max_images + 1)
-    uploads = []
-    for key, value in form.multi_items():
-        if isinstance(value, str):
-            raise UploadError(400, f"form field {key!r} is text; send images as files")
-        uploads.append(Upload(value.filename or key, await value.read()))
-    return check_count(uploads, limits)
 
 
 def create_app(
@@ -133,52 +135,93 @@ def create_app(
     max_batch: int = 32,
     max_wait_ms: float = 5.0,
     model_name: str = "",
+    token: str | None = None,
 ) -> Any:
-    """The FastAPI app serving `backend`."""
+    """The FastAPI app serving `backend`; with `token`, /predict (and /health's details) need
+    `Authorization: Bearer <token>`."""
     fastapi = require("fastapi", "clipcls serve")
     require("python_multipart", "clipcls serve (multipart uploads)")
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
 
     limits = limits or Limits()
-    batcher = Batcher(backend.score, max_batch, max_wait_ms / 1000)
+    batcher = Batcher(backend.score, max_batch, max_wait_ms / 1000, limits.max_queue)
+    budget = MemoryBudget(limits.max_buffered_bytes)
     decoder = ThreadPoolExecutor(1, thread_name_prefix="clipcls-decode")
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        task = asyncio.create_task(batcher.run())
+        app.state.batcher_task = asyncio.create_task(batcher.run())
         yield
-        task.cancel()
-        batcher.executor.shutdown(wait=False)
-        decoder.shutdown(wait=False)
+        app.state.batcher_task.cancel()
+        batcher.executor.shutdown(wait=False, cancel_futures=True)
+        decoder.shutdown(wait=False, cancel_futures=True)
 
     app = fastapi.FastAPI(title="clipcls", lifespan=lifespan)
+    app.state.batcher, app.state.limits = batcher, limits
 
     @app.exception_handler(UploadError)
     async def refuse(request: Any, err: UploadError) -> JSONResponse:
-        return JSONResponse({"detail": err.message}, status_code=err.status)
+        return JSONResponse({"detail": err.message}, status_code=err.status, headers=err.headers)
+
+    @app.exception_handler(ClientGone)
+    async def gone(request: Any, err: ClientGone) -> Response:
+        return Response(status_code=400)  # nobody reads it; not an error of the server's
+
+    def authorized(request: Any) -> bool:
+        if token is None:
+            return True
+        sent = request.headers.get("authorization", "").encode()
+        return hmac.compare_digest(sent, f"Bearer {token}".encode())
 
     def prepare(upload: Upload) -> Any:
         return backend.prepare(decode(upload, limits, backend.draft_size))
 
+    async def batcher_problem() -> str | None:
+        """Why the batcher cannot score now, or None when it answered a ping in time."""
+        if app.state.batcher_task.done():
+            return "the batcher has stopped"
+        try:
+            await asyncio.wait_for(batcher.ping(), limits.health_timeout_s)
+        except asyncio.TimeoutError:
+            return f"the model has not answered within {limits.health_timeout_s:g} s"
+        return None
+
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {
-            "status": "ok",
-            "model": model_name,
-            "backend": backend.kind,
-            "scorer": backend.scorer,
-            "classes": backend.class_names,
-            "batches": batcher.batches,
-        }
+    async def health(request: fastapi.Request) -> JSONResponse:
+        problem = await batcher_problem()
+        body: dict[str, Any] = {"status": "ok"} if problem is None else {"status": "unavailable", "detail": problem}
+        if authorized(request):
+            body.update(
+                model=model_name,
+                backend=backend.kind,
+                scorer=backend.scorer,
+                classes=backend.class_names,
+                batches=batcher.batches,
+            )
+        return JSONResponse(body, status_code=200 if problem is None else 503)
+
+    async def score_request(request: Any) -> tuple[list[Upload], np.ndarray]:
+        """Read, decode and score one request's images."""
+        uploads = await read_uploads(request, limits, budget)
+        try:
+            loop = asyncio.get_running_loop()
+            items = [await loop.run_in_executor(decoder, prepare, upload) for upload in uploads]
+            return uploads, await batcher.submit(items)
+        finally:
+            close_uploads(uploads)
 
     @app.post("/predict")
     async def predict(request: fastapi.Request, k: int = top_k) -> dict[str, Any]:
+        if not authorized(request):
+            raise UploadError(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
         if k < 1:
             raise UploadError(400, f"k must be >= 1, got {k}")
-        uploads = await read_uploads(request, limits)
-        loop = asyncio.get_running_loop()
-        items = [await loop.run_in_executor(decoder, prepare, upload) for upload in uploads]
-        probs = await batcher.submit(items)
+        try:
+            uploads, probs = await asyncio.wait_for(score_request(request), limits.request_timeout_s)
+        except asyncio.TimeoutError as err:
+            raise UploadError(
+                503, f"request not answered within {limits.request_timeout_s:g} s; retry later", {"Retry-After": "1"}
+            ) from err
         k = min(k, len(backend.class_names))
         return {
             "scorer": backend.scorer,

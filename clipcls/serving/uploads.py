@@ -8,19 +8,22 @@ import binascii
 import io
 import json
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
-from clipcls.data.images import ImageLoadError, load_image
+from clipcls.data.images import ImageLoadError, check_format, load_image
 
 
 class UploadError(Exception):
-    """A request the server refuses: HTTP `status` (4xx) and a message naming the problem."""
+    """A request the server refuses: HTTP `status` (4xx, or 503 when it is too busy) and a
+    message naming the problem; `headers` go with the reply (Retry-After, WWW-Authenticate)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 @dataclass(frozen=True)
@@ -30,14 +33,25 @@ class Limits:
     max_body_bytes: int = 20 * 2**20  # the whole request body
     max_images: int = 64  # images per request
     max_pixels: int = 40_000_000  # width x height of one image (below Pillow's bomb limit, 89 MP)
+    max_queue: int = 256  # images waiting for the model, all requests together; more -> 503
+    body_timeout_s: float = 30.0  # to receive one request body; slower -> 408
+    request_timeout_s: float = 60.0  # to answer one request, body included; later -> 503
+    health_timeout_s: float = 10.0  # for the batcher to answer /health's ping; later -> 503
+    max_buffered_bytes: int = 256 * 2**20  # JSON bodies held in memory, all requests together
 
 
 @dataclass
 class Upload:
-    """One uploaded file: a name to report it by, and its bytes."""
+    """One uploaded file: a name to report it by, and its bytes (in memory, or spooled to a
+    temporary file by the multipart parser, so a large upload is not held in memory)."""
 
     name: str
-    data: bytes
+    file: BinaryIO
+    size: int
+
+    @classmethod
+    def from_bytes(cls, name: str, data: bytes) -> Upload:
+        return cls(name, io.BytesIO(data), len(data))
 
 
 def parse_json(body: bytes) -> list[Upload]:
@@ -46,6 +60,8 @@ def parse_json(body: bytes) -> list[Upload]:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise UploadError(400, f"request body is not valid JSON: {err}") from err
+    except RecursionError as err:  # `[[[[...` deeper than the interpreter's recursion limit
+        raise UploadError(400, "request body is JSON nested too deeply") from err
     images = payload.get("images") if isinstance(payload, dict) else None
     if not isinstance(images, list):
         raise UploadError(400, 'JSON body must be an object with a list "images" of base64 strings')
@@ -57,7 +73,7 @@ def parse_json(body: bytes) -> list[Upload]:
         if not isinstance(data, str):
             raise UploadError(400, f"{name}: expected a base64 string")
         try:
-            uploads.append(Upload(str(name), base64.b64decode(data, validate=True)))
+            uploads.append(Upload.from_bytes(str(name), base64.b64decode(data, validate=True)))
         except (binascii.Error, ValueError) as err:
             raise UploadError(400, f"{name}: invalid base64: {err}") from err
     return uploads
@@ -76,11 +92,13 @@ def decode(upload: Upload, limits: Limits, draft_size: tuple[int, int]) -> Image
     """The upright RGB image, decoded like a file by `clipcls predict` (`load_image`: EXIF
     rotation, any mode to RGB, reduced JPEG decode); the size is checked from the header first,
     so an oversized image is refused before its pixels are decoded."""
-    if not upload.data:
+    if not upload.size:
         raise UploadError(400, f"{upload.name}: empty file")
     try:
-        with Image.open(io.BytesIO(upload.data)) as probe:
+        upload.file.seek(0)
+        with Image.open(upload.file) as probe:
             width, height = probe.size
+            image_format = probe.format
     except UnidentifiedImageError as err:
         raise UploadError(415, f"{upload.name}: not an image (Pillow cannot identify its format)") from err
     except Image.DecompressionBombError as err:
@@ -92,6 +110,11 @@ def decode(upload: Upload, limits: Limits, draft_size: tuple[int, int]) -> Image
             413, f"{upload.name}: {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels}"
         )
     try:
-        return load_image(io.BytesIO(upload.data), draft_size=draft_size)
+        check_format(upload.name, image_format)
+    except ImageLoadError as err:
+        raise UploadError(415, f"{upload.name}: {err.reason}") from err
+    try:
+        upload.file.seek(0)
+        return load_image(upload.file, draft_size=draft_size)
     except ImageLoadError as err:
         raise UploadError(400, f"{upload.name}: corrupt image ({err.reason})") from err
