@@ -20,8 +20,8 @@ class CFG:
     img_transform_size_W: int = 224  # input width (the seed used 512; other sizes interpolate positions)
     img_transform_size_H: int = 224  # input height
     resize: Literal["squash", "crop"] = "squash"  # squash: whole image to HxW; crop: short side + centre crop (CLIP's)
-    augment: Literal["none", "flip", "trivialaugment", "randaugment"] = (
-        "trivialaugment"  # all but none flip and quarter-turn
+    augment: Literal["none", "flip", "light", "trivialaugment", "randaugment"] = (
+        "trivialaugment"  # all but none flip and quarter-turn; light: + shift/rotation/zoom sized to the image
     )
     sampler: Literal["random", "balanced", "per_class"] = "balanced"  # classes drawn evenly; per_class: 1/class/step
     batch_size: int = 32  # images per step per device (per_class sampler: number of classes)

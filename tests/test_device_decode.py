@@ -90,7 +90,7 @@ def test_device_path_pixels_equal_the_cpu_path_within_jpeg_tolerance(tmp_path):
     assert batch.pixels[5].shape[-2:] == SIZE  # sideways photo turned upright, then resized
 
 
-@pytest.mark.parametrize("augment", ["flip", "trivialaugment"])
+@pytest.mark.parametrize("augment", ["flip", "light", "trivialaugment"])
 def test_device_path_draws_the_cpu_paths_augmentation_from_the_same_seed(tmp_path, augment):
     # PNGs: both paths then decode with Pillow, so any difference would be the augmentation's
     folder = tmp_path / "images"
