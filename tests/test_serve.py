@@ -6,10 +6,11 @@ from __future__ import annotations
 import base64
 import io
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
+import fastapi.testclient as fastapi_testclient  # noqa: E402  (a required test dependency: no importorskip)
 import numpy as np
 import pytest
 from PIL import Image
@@ -18,10 +19,10 @@ from clipcls.commands import export, serve
 from clipcls.inference.predictor import load_predictor
 from clipcls.serving.app import create_app
 from clipcls.serving.backend import load_backend
+from clipcls.serving.server import server_config
 from clipcls.serving.uploads import Limits
 from tests.conftest import CLASSES, tiny_hf_export, write_images
-
-fastapi_testclient = pytest.importorskip("fastapi.testclient")
+from tests.serve_fakes import running, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +62,15 @@ def test_answers_refuses_bad_uploads_and_keeps_serving(kind: str, models, jpegs:
         assert [p["name"] for p in preds] == [name for name, _ in good]
         for pred, row in zip(preds, want):
             assert len(pred["top_k"]) == 2 and pred["label"] == list(CLASSES)[int(row.argmax())]
-            assert pred["probability"] == pytest.approx(float(row.max()), abs=5e-3)  # PIL vs torchvision resize
+            # PyTorch: the same preprocessing as predict; ONNX: PIL's resize in numpy vs torchvision's
+            tolerance = {"hf": 1e-6, "onnx": 5e-3}[kind]
+            assert pred["probability"] == pytest.approx(float(row.max()), abs=tolerance)
 
         refusals = {
             "corrupt.jpg": (files(("corrupt.jpg", good[0][1][:200])), 400),
             "notes.txt": (files(("notes.txt", b"not an image")), 415),
             "big.png": (files(("big.png", png(80, 80))), 413),  # 6400 pixels > 64 * 64
-            "5 images": (files(*good, *good[:2]), 413),
+            "more than 4 images": (files(*good, *good[:2]), 413),
             "200000": (files(("huge.jpg", b"\xff" * 250_000)), 413),
             "image 0: invalid base64": (None, 400),
         }
@@ -93,34 +96,36 @@ def png(width: int, height: int) -> bytes:
 
 def test_concurrent_requests_are_batched_on_a_real_socket(models, jpegs: list[Path]):
     """uvicorn on 127.0.0.1 (an ephemeral port), 8 concurrent requests, one corrupt: every good
-    one answered, the corrupt one a 400, fewer model batches than requests."""
+    one answered, the corrupt one a 400. The model's first batch is held until the other good
+    requests wait in the queue (a state, not a time window), so they must form one second batch."""
     import httpx
-    import uvicorn
 
-    app = create_app(load_backend(models["onnx"], threads=1), max_batch=8, max_wait_ms=200)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    backend = load_backend(models["onnx"], threads=1)
+    sizes: list[int] = []
+    app = create_app(replace(backend, score=lambda items: held_first(items, sizes)), max_batch=8)
+    queued = threading.Event()
+
+    def held_first(items: list, sizes: list[int]) -> np.ndarray:
+        if not sizes:  # the first batch waits until the others have queued behind it
+            waiting = lambda: app.state.batcher.queue.qsize()  # noqa: E731
+            wait_until(lambda: len(items) + waiting() == 7, what="the other good requests to queue")
+            queued.set()
+        sizes.append(len(items))
+        return backend.score(items)
+
     bodies = [jpegs[i % len(jpegs)].read_bytes() for i in range(7)] + [jpegs[0].read_bytes()[:200]]
 
     def post(data: bytes) -> int:
         with httpx.Client(timeout=30) as client:
             return client.post(f"http://127.0.0.1:{port}/predict", files=files(("a.jpg", data))).status_code
 
-    try:
+    with running(server_config(app, port=0)) as (_, port, _):
         with ThreadPoolExecutor(8) as pool:
             codes = list(pool.map(post, bodies))
         with httpx.Client(timeout=30) as client:
             batches = client.get(f"http://127.0.0.1:{port}/health").json()["batches"]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
     assert codes == [200] * 7 + [400]
-    assert 1 <= batches < 7
+    assert queued.is_set() and len(sizes) == batches == 2 and sum(sizes) == 7
 
 
 def test_serve_usage_errors_exit_2(models, capsys):
