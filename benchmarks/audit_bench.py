@@ -206,13 +206,17 @@ def duplicates_bench(args: argparse.Namespace) -> dict:
         for a, b, how in made:
             row = pairs.get((a, b)) or pairs.get((b, a))
             found.append({"train": a, "val": b, "how": how, "found": row is not None, "row": row})
-        injected_stats = _injected_stats(made)
+        dirty_images = index_images(str(root / "train"), str(root / "val"), dirty)
+        dirty_paths = [dirty_images.paths[i] for i in range(len(dirty_images.paths))]
+        injected_stats = _injected_stats(made, root / "out_dirty", dirty_paths)
+        blank = {r["path"] for r in clean.tables["files"] if r["problem"] == "nearly constant"}
     result = {
         "data": args.data,
         "model": args.model,
         "untouched_pairs": len(untouched),
         "untouched_pairs_by_where": _count_where(untouched),
-        "untouched_examples": untouched[:10],
+        "untouched_pairs_between_blank_images": sum(r["path_a"] in blank and r["path_b"] in blank for r in untouched),
+        "untouched_rows": untouched,
         "injected": len(made),
         "injected_found": sum(f["found"] for f in found),
         "not_found": [f for f in found if not f["found"]],
@@ -225,13 +229,19 @@ def duplicates_bench(args: argparse.Namespace) -> dict:
     return result
 
 
-def _injected_stats(made) -> list[dict]:
+def _injected_stats(made, out: Path, paths: list[str]) -> list[dict]:
+    """Perceptual-hash distance and embedding cosine of every injected pair, found or not."""
     from clipcls.audit.files import inspect_file
 
+    meta = json.loads((out / "embeddings.json").read_text())
+    emb, row_of = np.load(out / "embeddings.npy"), np.asarray(meta["row_of"])
+    where = {p: i for i, p in enumerate(paths)}
     rows = []
     for a, b, how in made:
         fa, fb = inspect_file(a), inspect_file(b)
-        rows.append({"how": how, "phash_bits": int(bin(fa["phash"] ^ fb["phash"]).count("1"))})
+        ra, rb = row_of[where[a]], row_of[where[b]]
+        cosine = float(emb[ra] @ emb[rb]) if ra >= 0 and rb >= 0 else None
+        rows.append({"how": how, "phash_bits": int(bin(fa["phash"] ^ fb["phash"]).count("1")), "cosine": cosine})
     return rows
 
 
@@ -303,7 +313,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--json", help="also write the result here")
+    parser.add_argument("--cosine-min", type=float, help="near-duplicate cosine (default: the audit's)")
+    parser.add_argument("--phash-bits", type=int, help="near-duplicate hash distance (default: the audit's)")
     args = parser.parse_args()
+    from clipcls.audit import duplicates
+
+    if args.cosine_min is not None:  # near_pairs reads its defaults at call time from these
+        duplicates.COSINE_MIN = args.cosine_min
+    if args.phash_bits is not None:
+        duplicates.PHASH_MAX_BITS = args.phash_bits
     import torch
 
     torch.set_num_threads(1)

@@ -60,11 +60,14 @@ def near_pairs(
     valid: np.ndarray,
     embeddings: np.ndarray,
     row_of: np.ndarray,
-    max_bits: int = PHASH_MAX_BITS,
-    cosine_min: float = COSINE_MIN,
+    max_bits: int | None = None,
+    cosine_min: float | None = None,
 ) -> list[tuple[int, int, int, float]]:
     """(i, j, hash bits, cosine) of near copies: close perceptual hashes confirmed by the image
-    embeddings (`embeddings[row_of[i]]` is image i's L2-normalised embedding; -1: none)."""
+    embeddings (`embeddings[row_of[i]]` is image i's L2-normalised embedding; -1: none).
+    The thresholds default to PHASH_MAX_BITS and COSINE_MIN."""
+    max_bits = PHASH_MAX_BITS if max_bits is None else max_bits
+    cosine_min = COSINE_MIN if cosine_min is None else cosine_min
     valid = valid & (row_of >= 0)
     candidates = phash_candidates(phash, valid, max_bits)
     if len(candidates) == 0:
