@@ -95,9 +95,10 @@ class Scene:
 
 
 def is_held_out(scene: Scene) -> bool:
-    """True for the combinations the downstream task owns and pretraining must never show."""
+    """True for what the downstream task owns and pretraining must never show: its marks on the
+    held-out materials, and any mark pretraining has no kind for (novel.py's) on any material."""
     kind = scene.mark.kind if scene.mark else "none"
-    return scene.material in HELD_OUT_MATERIALS and kind in HELD_OUT_MARKS
+    return kind not in MARK_KINDS or (scene.material in HELD_OUT_MATERIALS and kind in HELD_OUT_MARKS)
 
 
 def _pick(rng: np.random.Generator, options: tuple[str, ...] | list[str]) -> str:
