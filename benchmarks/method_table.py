@@ -241,7 +241,8 @@ def print_tables(results: list[dict], args) -> None:
     print("|---|---|---|---|---|---|---|")
     for name in names:
         cells = [mean_sd(list(keyed(results, name, None, m).values())) for m in ("test", "shifted", "subtle")]
-        best = mean_sd(list(keyed(results, name, None, "test_best_on_val").values())) if ROWS.get(name) is not None else "-"
+        trained = ROWS.get(name) is not None
+        best = mean_sd(list(keyed(results, name, None, "test_best_on_val").values())) if trained else "-"
         runs = [r for r in results if r["row"] == name and r["shots"] is None]
         secs = statistics.mean(r["seconds"] for r in runs) if runs else 0.0
         print(f"| {name} | {' | '.join(cells)} | {best} | {len(keyed(results, name, None, 'test'))} | {secs:.0f} |")

@@ -13,8 +13,8 @@ from clipcls.model.mini import MINI_SHA256, file_sha256, mini_clip_path, verify_
 from clipcls.world import evaluate_zeroshot as ez
 from clipcls.world import task as task_mod
 from clipcls.world.captions import RARE_SAY, caption
-from clipcls.world.novel import NOVEL_PAINTERS
 from clipcls.world.model import EOT, build_clip, build_tokenizer
+from clipcls.world.novel import NOVEL_PAINTERS
 from clipcls.world.pretrain import mirrored
 from clipcls.world.render import render_scene
 from clipcls.world.scene import Mark, is_held_out, pretraining_scene
