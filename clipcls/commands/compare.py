@@ -48,8 +48,11 @@ def compare_command(args: argparse.Namespace) -> int:
     from clipcls.inference.scoring import pick_device
     from clipcls.inference.trained_model import load_trained
     from clipcls.io import write_json
+    from clipcls.output_guard import check_output
 
     folders = parse_sets(args.data)  # before the (slow) model load
+    if args.out:
+        check_output(args.out, args.model, input_folders=folders.values())
     model = load_trained(args.model)
     run_dir = run_dir_of(Path(args.model))
     if folders:

@@ -53,12 +53,15 @@ def evaluate(args: argparse.Namespace) -> int:
     from clipcls.inference.scoring import pick_device, scorer_probabilities
     from clipcls.inference.trained_model import load_trained
     from clipcls.model.wise import check_alpha
+    from clipcls.output_guard import check_output
 
     for alpha in args.wise_alpha or ():
         check_alpha(alpha)  # before the (slow) model load
 
     started = time.perf_counter()
     model_path = Path(args.model)
+    if args.out:
+        check_output(args.out, model_path, input_folders=[args.data] if args.data else ())
     model = load_trained(model_path)
     run_dir = run_dir_of(model_path)
     if args.data:

@@ -98,9 +98,11 @@ def export(args: argparse.Namespace) -> int:
     from clipcls.export.replace import check_replaceable
     from clipcls.inference.trained_model import load_trained
     from clipcls.model.wise import check_alpha
+    from clipcls.output_guard import check_output
 
     check_int8_args(args)
     check_replaceable(args.out, Path(args.model), args.overwrite)  # before the (slow) model load
+    check_output(args.out, args.model, input_folders=[p for p in (args.calibration, args.eval_data) if p])
     if args.wise_alpha is not None:
         check_alpha(args.wise_alpha)
     if args.format != "hf":

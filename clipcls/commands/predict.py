@@ -38,7 +38,9 @@ MODEL is a checkpoint (.ckpt), a run directory (its best checkpoint) or an expor
 (HuggingFace format, or ONNX / OpenVINO: run without torch by onnxruntime / openvino on the CPU).
 INPUTS are image files, folders (searched recursively, hidden entries skipped) or quoted globs
 ("photos/**/*.jpg"). Files named on the command line are always tried; inside folders only files
-with an image extension are, and other files are listed as skipped.
+with an image extension are, and other files (Thumbs.db, notes) are skipped with a note. Links
+are followed, but each real folder and file is read once. OUT may not be the model, a file of
+its run (checkpoints/, base_model/, config.yaml) or an input.
 
 Output (--format full): path, prediction, probability, then top1, top1_probability ... topK.
 Output (--format submission): id,label with id = the file name without its extension.
@@ -46,8 +48,8 @@ Files that could not be predicted are listed with the reason in OUT.errors.csv (
 
 Exit status:
   0  every input file was predicted
-  1  some files were unreadable or not images: rows were written for the rest, the others are
-     listed in OUT.errors.csv
+  1  some files were unreadable or not an allowed image format: rows were written for the
+     rest, the others are listed in OUT.errors.csv
   2  bad usage, an input path that does not exist, no images found, or a model that cannot be
      loaded; nothing is written
 """
@@ -92,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from clipcls.inference.onnx_predictor import is_graph_export
     from clipcls.inference.prediction_csv import stream_predictions
     from clipcls.io import atomic_open
+    from clipcls.output_guard import check_output
 
     if args.top_k < 1:
         raise PredictUsageError(f"--top-k must be >= 1, got {args.top_k}")
@@ -100,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
     found = collect_inputs(args.inputs)
     if not found.paths:
         raise PredictUsageError(f"no image files found in {', '.join(args.inputs)}")
+    for written in (args.out, args.out.with_name(args.out.name + ".errors.csv")):
+        check_output(written, args.model, found.paths)
+    note_ignored(found.ignored)
     paths = PathTable(found.paths)
     setup = graph_setup if is_graph_export(args.model) else torch_setup
     predictor, loader = setup(args, paths)
@@ -169,6 +175,15 @@ def default_cpu_workers() -> int:
         return len(os.sched_getaffinity(0)) // 4
     except AttributeError:  # macOS, Windows
         return (os.cpu_count() or 1) // 4
+
+
+def note_ignored(ignored: list[str]) -> None:
+    """A note (not an error) for files in input folders without an image extension (Thumbs.db,
+    notes.txt): they are not predicted and do not change the exit status."""
+    if not ignored:
+        return
+    shown = ", ".join(ignored[:3]) + (f" and {len(ignored) - 3} more" if len(ignored) > 3 else "")
+    print(f"note: skipped {len(ignored)} file(s) without an image extension: {shown}", file=sys.stderr)
 
 
 def report(summary: RunSummary, out: Path, errors_path: Path) -> None:

@@ -20,6 +20,7 @@ def resolve_inputs(args: argparse.Namespace) -> dict[str, Any]:
     from clipcls.errors import ClipclsError
     from clipcls.evaluation.evaluation import EvaluateError
     from clipcls.evaluation.zeroshot import class_list
+    from clipcls.output_guard import check_output
 
     cfg: dict[str, Any] = {}
     if args.run:
@@ -45,6 +46,9 @@ def resolve_inputs(args: argparse.Namespace) -> dict[str, Any]:
         data_desc = cfg.get("val_dataset_dir") or f"{cfg['train_dataset_dir']} (validation split, seed {cfg['seed']})"
     size = args.size or ([cfg["img_transform_size_H"], cfg["img_transform_size_W"]] if cfg else None)
     out = Path(args.out) if args.out else (Path(args.run) / "zeroshot" if args.run else Path("zeroshot"))
+    if args.out:
+        local_model = args.model if args.model and Path(args.model).exists() else None
+        check_output(out, args.run or local_model, input_folders=[args.data] if args.data else ())
     descriptions = {name: descriptions[name] for name in index.class_names}
     return {
         "model_name": model_name,

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import IO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -31,6 +32,49 @@ def check_format(path: str | os.PathLike, image_format: str | None) -> None:
     if image_format not in ALLOWED_FORMATS:
         allowed = ", ".join(sorted(ALLOWED_FORMATS))
         raise ImageLoadError(path, f"image format {image_format or 'unknown'} is not accepted (allowed: {allowed})")
+
+
+def identify_format(source: str | os.PathLike | IO[bytes]) -> str | None:
+    """The Pillow format name of a file that no allowed format's opener accepts (EPS, SGI, TGA
+    ...), or None. Only headers are parsed; EPS is named from its signature alone, so its plugin
+    (which hands the file to Ghostscript when the pixels are loaded) never touches it."""
+    Image.init()
+    start = source.tell() if hasattr(source, "tell") else None
+    try:
+        if hasattr(source, "read"):
+            prefix = source.read(16)
+            source.seek(start)
+        else:
+            with open(source, "rb") as handle:
+                prefix = handle.read(16)
+        eps_accept = Image.OPEN.get("EPS", (None, None))[1]
+        if eps_accept is not None and eps_accept(prefix):
+            return "EPS"
+        others = [f for f in Image.ID if f not in ALLOWED_FORMATS and f != "EPS"]
+        with Image.open(source, formats=others) as probe:
+            return probe.format
+    except Exception:  # noqa: BLE001 - no plugin recognises it: the caller's own error stands
+        return None
+    finally:
+        if start is not None:
+            source.seek(start)
+
+
+def open_image(source: str | os.PathLike | IO[bytes], name: str | os.PathLike | None = None) -> Image.Image:
+    """`Image.open` restricted to ALLOWED_FORMATS: the one gate for training, predict and serve.
+    A file of another format is refused by its name (``ImageLoadError`` naming `name` or the
+    path) before that format's plugin parses it, so an EPS never reaches Ghostscript. Only the
+    header is read; the caller decodes (``load()``) and closes."""
+    Image.init()  # every plugin registered, so the list below is complete
+    # MPO has no opener of its own in current Pillow: the JPEG one returns it
+    try:
+        return Image.open(source, formats=[f for f in sorted(ALLOWED_FORMATS) if f in Image.OPEN])
+    except UnidentifiedImageError:
+        claimed = identify_format(source)
+        if claimed is None:
+            raise
+        check_format(name if name is not None else source, claimed)
+        raise  # pragma: no cover - an allowed format that Pillow could not open: its own error
 
 
 _EXIF_ORIENTATION = 0x0112
@@ -70,7 +114,7 @@ def load_image(path: str | os.PathLike, draft_size: tuple[int, int] | None = Non
         # state; that is safe with DataLoader worker processes, not with threads.)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with open_image(path) as img:
                 if draft_size is not None:
                     _draft_jpeg(img, draft_size)
                 upright = ImageOps.exif_transpose(img)
@@ -78,6 +122,8 @@ def load_image(path: str | os.PathLike, draft_size: tuple[int, int] | None = Non
                 # try, rather than later in a transform far from the file name.
                 upright.load()
                 return to_rgb(upright)
+    except ImageLoadError:
+        raise
     except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types
         # OSError, SyntaxError, ValueError, struct.error, the bomb error/warning...:
         # Pillow's plugins do not share one base class, so catch them all and keep the

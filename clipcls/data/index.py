@@ -7,6 +7,7 @@ of reference-counted objects.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -15,7 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from clipcls.data.images import IMAGE_EXTENSIONS
+from clipcls.data.walk import is_hidden, walk_files
 from clipcls.errors import ClipclsError
+
+log = logging.getLogger(__name__)
 
 
 class DatasetError(ClipclsError, ValueError):
@@ -82,24 +86,11 @@ class ImageIndex:
         return ImageIndex(self.root, self.class_names, self.paths.take(indices), self.labels[indices])
 
 
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".") or name == "__pycache__"
-
-
 def _walk_images(folder: str) -> list[str]:
-    """Image files under `folder` (recursively, hidden entries skipped), sorted."""
-    found, stack = [], [folder]
-    while stack:
-        with os.scandir(stack.pop()) as entries:
-            for entry in entries:
-                if _is_hidden(entry.name):
-                    continue
-                if entry.is_dir(follow_symlinks=True):
-                    stack.append(entry.path)
-                elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
-                    found.append(entry.path)
-    found.sort()
-    return found
+    """Image files under `folder` (recursively, each real file once, hidden entries and links
+    that cannot be followed skipped), sorted."""
+    files = walk_files(folder, on_error=lambda path, reason: log.warning("skipped %s: %s", path, reason))
+    return sorted(p for p in files if os.path.splitext(p)[1].lower() in IMAGE_EXTENSIONS)
 
 
 def list_classes(root: str | os.PathLike) -> list[str]:
@@ -108,7 +99,7 @@ def list_classes(root: str | os.PathLike) -> list[str]:
     if not root.is_dir():
         raise DatasetError(f"image folder not found: {root}")
     with os.scandir(root) as entries:
-        names = sorted(e.name for e in entries if e.is_dir(follow_symlinks=True) and not _is_hidden(e.name))
+        names = sorted(e.name for e in entries if e.is_dir(follow_symlinks=True) and not is_hidden(e.name))
     if not names:
         raise DatasetError(f"no class folders in {root}: expected {root}/<class>/<image files>")
     return names

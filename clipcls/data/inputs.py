@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from clipcls.data.images import IMAGE_EXTENSIONS
+from clipcls.data.walk import expand_glob, walk_files
 from clipcls.errors import ClipclsError
 
 
@@ -17,30 +18,27 @@ class InputError(ClipclsError, ValueError):
 
 @dataclass
 class Inputs:
-    """Files to predict, in order, and files found in folders that are not images."""
+    """Files to predict, in order; files in folders that could not be listed (`skipped`, with the
+    reason: reported as errors); and files in folders without an image extension (`ignored`:
+    a Thumbs.db or notes.txt beside the pictures is noted, not an error)."""
 
     paths: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
 
 
 def _walk_folder(folder: str, found: Inputs) -> None:
-    """Add a folder's image files (recursively, sorted, hidden entries skipped) to `found`;
-    other files are recorded as skipped so the user sees them."""
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            path = os.path.join(root, name)
-            ext = os.path.splitext(name)[1].lower()
-            if ext in IMAGE_EXTENSIONS:
-                found.paths.append(path)
-            else:
-                found.skipped.append((path, f"not an image file (extension {ext or 'none'!r}); skipped"))
+    """Add a folder's image files (recursively, each real file once, hidden entries skipped) to
+    `found`; other files are recorded as ignored so the user sees them."""
+    for path in walk_files(folder, on_error=lambda p, reason: found.skipped.append((p, reason))):
+        if os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS:
+            found.paths.append(path)
+        else:
+            found.ignored.append(path)
 
 
 def collect_inputs(specs: Sequence[str]) -> Inputs:
-    """Expand files, folders and globs into one ordered, de-duplicated list of files.
+    """Expand files, folders and globs into one ordered list of files, each real file once.
 
     An input that matches nothing is an error (a typo should not silently shrink the output).
     """
@@ -51,15 +49,29 @@ def collect_inputs(specs: Sequence[str]) -> Inputs:
         elif os.path.isfile(spec):
             found.paths.append(spec)
         elif glob.has_magic(spec):
-            matches = sorted(glob.glob(spec, recursive=True))
-            if not matches:
+            files, folders = expand_glob(spec)
+            if not files and not folders:
                 raise InputError(f"no files match {spec!r}")
-            for match in matches:
-                if os.path.isdir(match):
-                    _walk_folder(match, found)
-                else:
-                    found.paths.append(match)
+            found.paths += files
+            for folder in folders:
+                _walk_folder(folder, found)
         else:
             raise InputError(f"input not found: {spec}")
-    found.paths = list(dict.fromkeys(found.paths))
+    found.paths = _each_file_once(found.paths)
     return found
+
+
+def _each_file_once(paths: list[str]) -> list[str]:
+    """`paths` in order, each real file once: two inputs, or a folder and a link into it, may
+    reach the same file under different names."""
+    seen, unique = set(), []
+    for path in paths:
+        try:
+            info = os.stat(path)
+            key: object = (info.st_dev, info.st_ino)
+        except OSError:  # missing or unreadable: kept, and reported when it is loaded
+            key = path
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    return unique

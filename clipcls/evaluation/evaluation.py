@@ -7,7 +7,6 @@ so a folder that lists its classes differently (or lacks some) is scored in the 
 
 from __future__ import annotations
 
-import csv
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from clipcls.csv_writer import csv_writer
 from clipcls.errors import ClipclsError
 from clipcls.io import atomic_open, write_json
 
@@ -106,7 +106,7 @@ def write_predictions(ev: Evaluation, path: Path) -> None:
     scorers = list(ev.probabilities)
     preds = {s: p.argmax(1) for s, p in ev.probabilities.items()}
     with atomic_open(path) as stream:
-        writer = csv.writer(stream)
+        writer = csv_writer(stream)
         writer.writerow(["path", "true"] + [col for s in scorers for col in (s, f"{s}_probability")])
         for row, (position, target) in enumerate(zip(ev.outputs["positions"], ev.outputs["targets"])):
             cells = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
 import warnings
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clipcls.csv_writer import csv_writer
 from clipcls.io import atomic_open
 
 log = logging.getLogger("clipcls")
@@ -111,7 +111,7 @@ def plot_confusion(
 def write_confusion_csv(matrix: np.ndarray, class_names: list[str], path: str | Path) -> None:
     """Confusion counts as CSV: a header row of predicted classes, one row per true class (UTF-8)."""
     with atomic_open(path) as stream:
-        writer = csv.writer(stream)
+        writer = csv_writer(stream)
         writer.writerow(["true \\ predicted", *class_names])
         for name, row in zip(class_names, np.asarray(matrix).tolist()):
             writer.writerow([name, *row])

@@ -4,7 +4,6 @@ one (`clipcls.inference.onnx_predictor`) alike."""
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
+from clipcls.csv_writer import csv_writer
 from clipcls.data.index import PathTable
 
 if TYPE_CHECKING:  # both import torch; the ONNX path must not
@@ -71,7 +71,7 @@ def stream_predictions(
     top_k: int,
 ) -> RunSummary:
     """Score batch after batch, writing rows (and error lines) as each batch finishes."""
-    writer, error_writer = csv.writer(out), csv.writer(errors)
+    writer, error_writer = csv_writer(out), csv_writer(errors)
     writer.writerow(csv_header(fmt, top_k))
     error_writer.writerow(["path", "error"])
     summary, seen_ids = RunSummary(), set()
