@@ -304,7 +304,14 @@ def test_logit_adjusted_run_offsets_by_the_training_class_frequencies(base_cfg):
     assert module.logit_offset.numpy() == pytest.approx(want, abs=1e-6)
     assert module.hparams.class_counts == counts.tolist()  # a resumed run rebuilds the same offset
     batch = next(iter(trainer.datamodule.val_dataloader()))
-    out = module.eval().shared_step(batch)
-    assert torch.equal(out["preds"], out["head_logits"].argmax(1))
+    module.eval()
+    with torch.no_grad():
+        logits = module.model(batch.pixels)["head_logits"]  # the net's own logits
+        # an offset that would move image 0's prediction elsewhere, were it added to what
+        # predictions read
+        module.logit_offset = torch.zeros_like(module.logit_offset)
+        module.logit_offset[logits[0].argmax()] = -1e4
+        out = module.shared_step(batch)
+    assert torch.equal(out["head_logits"], logits) and torch.equal(out["preds"], logits.argmax(1))
     # without the option the module carries no offset at all
     assert make_module(base_cfg, CLASSES, DESCRIPTIONS).logit_offset is None
