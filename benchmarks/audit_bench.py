@@ -289,6 +289,8 @@ def scale_bench(args: argparse.Namespace) -> dict:
         started = time.perf_counter()
         again = subprocess.run(cmd, env=env, capture_output=True, text=True)  # embeddings from the cache
         rerun = time.perf_counter() - started
+        both = resource.getrusage(resource.RUSAGE_CHILDREN)
+        rerun_cpu = both.ru_utime + both.ru_stime - usage.ru_utime - usage.ru_stime
     result = {
         "images": made,
         "model": args.model,
@@ -297,6 +299,7 @@ def scale_bench(args: argparse.Namespace) -> dict:
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
         "peak_rss_mib": round(peak),
         "rerun_with_cached_embeddings_s": round(rerun, 1),
+        "rerun_cpu_s": round(rerun_cpu, 1),
         "rerun_exit": again.returncode,
         "stdout": proc.stdout.strip()[-300:],
         "stderr_tail": proc.stderr.strip()[-600:],

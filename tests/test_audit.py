@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from clipcls.audit.report import write_audit
 from clipcls.audit.run import AuditInputs, run_audit
 from clipcls.commands.audit import main as audit_main
 
@@ -46,7 +47,9 @@ def audit(tmp_path: Path, data: Path, val: Path | None = None, descriptions: str
         data=str(data), out=tmp_path / "out", val=str(val) if val else None, descriptions=descriptions,
         model=model, workers=0, progress=False,
     )  # fmt: skip
-    return run_audit(inputs)
+    result = run_audit(inputs)
+    write_audit(result, tmp_path / "out", "test audit")
+    return result
 
 
 def checks(result) -> dict[str, str]:
@@ -100,6 +103,7 @@ def test_duplicates_across_train_and_val_found_none_on_distinct_images(tmp_path:
 def test_bad_input_is_reported_not_fatal(tmp_path: Path) -> None:
     train = make_split(tmp_path / "train", per_class=6, seed=3)
     (train / "empty").mkdir()
+    (train / "=HYPERLINK(1)").mkdir()  # a class name a spreadsheet would run as a formula
     broken = train / "broken"
     broken.mkdir()
     (broken / "garbage.jpg").write_bytes(b"not an image at all")
@@ -112,7 +116,7 @@ def test_bad_input_is_reported_not_fatal(tmp_path: Path) -> None:
     assert status == 1
     report = json.loads((out / "audit.json").read_text(encoding="utf-8"))
     severe = [f for f in report["findings"] if f["severity"] == "severe"]
-    assert {f["subject"] for f in severe if f["check"] == "empty class"} == {"empty", "broken"}
+    assert {f["subject"] for f in severe if f["check"] == "empty class"} == {"empty", "broken", "=HYPERLINK(1)"}
     missing = next(f for f in severe if f["check"] == "missing description")
     assert "broken" in missing["message"] and "empty" in missing["message"]
     problems = {Path(r["path"]).name: r["problem"] for r in report["tables"]["files"]}
@@ -120,7 +124,9 @@ def test_bad_input_is_reported_not_fatal(tmp_path: Path) -> None:
     assert report["summary"]["severe"] == len(severe)
     page = (out / "audit.html").read_text(encoding="utf-8")
     assert "missing description" in page and "garbage.jpg" in page and "<script" not in page
-    assert {r["class"] for r in report["tables"]["zeroshot_recall"]} == {"red", "green", "blue", "empty", "broken"}
+    assert {r["class"] for r in report["tables"]["zeroshot_recall"]} == set(report["class_names"])
+    assert len(report["class_names"]) == 6
+    assert "train,'=HYPERLINK(1),0,0" in (out / "classes.csv").read_text(encoding="utf-8").splitlines()
 
 
 def test_exit_status_clean_and_usage(tmp_path: Path, capsys) -> None:
@@ -174,3 +180,14 @@ def test_phash_candidates_pairs_each_once(bits: int) -> None:
     found = {(int(i), int(j)): int(d) for i, j, d in pairs}
     assert found[(10, 5000)] == 0 and found[(10, 5001)] == bits and found[(5000, 5001)] == bits
     assert all(i < j for i, j in found) and len(found) == 3  # random 64-bit hashes are > 3 bits apart
+
+
+def test_a_trained_model_embeds_at_its_own_size(tmp_path: Path) -> None:
+    """--model may be a run, checkpoint or export: its fine-tuned image tower and input size."""
+    from tests.conftest import tiny_hf_export
+
+    export = tiny_hf_export(tmp_path)
+    train = make_split(tmp_path / "train", per_class=6, seed=7)
+    result = audit(tmp_path, train, model=str(export))
+    assert result.facts["model"] == str(export) and result.facts["input size"] == "32x32"
+    assert result.facts["embedded"] == 18

@@ -4,7 +4,6 @@ file). Every file goes through the atomic writer: a failed audit leaves the prev
 
 from __future__ import annotations
 
-import csv
 import html
 import math
 from collections.abc import Sequence
@@ -31,10 +30,13 @@ EXTRA_CSS = (
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path, columns: Sequence[str] | None = None) -> None:
-    """One CSV of dict rows, header first, written atomically."""
+    """One CSV of dict rows, header first, written atomically through the shared writer (which
+    neutralises cells a spreadsheet would run as formulas: file and class names are user data)."""
+    from clipcls.csv_writer import csv_writer
+
     columns = list(columns or (rows[0].keys() if rows else ["none"]))
     with atomic_open(path, "w") as stream:
-        writer = csv.writer(stream)
+        writer = csv_writer(stream)
         writer.writerow(columns)
         writer.writerows([[row.get(c, "") for c in columns] for row in rows])
 
