@@ -18,6 +18,7 @@ from pathlib import Path
 from clipcls.errors import ClipclsError
 
 RUN_PARTS = ("checkpoints", "base_model", "config.yaml")  # what makes a run directory a model
+EXPORT_MARKERS = ("clipcls.json", "clipcls_graph.json")  # = clipcls.export.replace.EXPORT_MARKERS
 
 
 class OutputError(ClipclsError, ValueError):
@@ -40,6 +41,8 @@ def protected_paths(model: str | os.PathLike) -> list[tuple[Path, str]]:
     resolved = given.resolve()
     run = run_directory(resolved)
     if run is None:
+        if resolved.is_dir() and not any((resolved / marker).is_file() for marker in EXPORT_MARKERS):
+            return []  # not a model at all: loading it fails with its own message
         kind = "the model directory" if resolved.is_dir() else "the model"
         return [(resolved, f"{kind} {given}")]
     parts = [(run / part, f"the run's {part} ({run / part})") for part in RUN_PARTS]
