@@ -84,7 +84,7 @@ def test_duplicates_across_train_and_val_found_none_on_distinct_images(tmp_path:
     shutil.copyfile(sources[0], exact)
     reencoded = val / "green" / "reencoded.jpg"
     Image.open(sources[1]).save(reencoded, quality=40)
-    resized = val / "blue" / "resized.jpg"
+    resized = val / "blue" / "resized.png"  # another format too
     Image.open(sources[2]).resize((36, 36), Image.LANCZOS).save(resized)
     result = audit(tmp_path, train, val)
     found = {frozenset((r["path_a"], r["path_b"])): r for r in result.tables["duplicates"]}
