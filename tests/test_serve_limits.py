@@ -125,6 +125,28 @@ def test_a_large_junk_upload_is_streamed_not_held_in_memory():
     assert peak < 4 * 2**20, f"peak {peak / 2**20:.1f} MiB"
 
 
+def test_many_small_junk_files_are_spooled_too():
+    """60 junk files of 300 KB (18 MB): each part moves to disk past 64 KiB, so the heap peaks
+    under 8 MiB. With Starlette's default 1 MiB spool every part stayed in memory (> 18 MiB)."""
+    boundary = "xyzzy"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{i}.jpg"\r\n\r\n'.encode()
+        + bytes([i]) * 300_000
+        + b"\r\n"
+        for i in range(60)
+    ]
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    app = create_app(GatedModel().backend(), Limits(max_images=64, max_body_bytes=20 * 2**20))
+    tracemalloc.start()
+    try:
+        status, reply = asgi_post(app, body, f"multipart/form-data; boundary={boundary}".encode())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert status == 415 and b"0.jpg: not an image" in reply
+    assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
 def test_json_bodies_share_a_memory_budget():
     """JSON must be read whole, so all JSON bodies in memory share max_buffered_bytes: past it, 503."""
     import base64

@@ -61,7 +61,7 @@ def server_config(
     app: Any,
     host: str = "127.0.0.1",
     port: int = 8000,
-    max_concurrency: int = 64,
+    max_concurrency: int = 256,
     header_timeout_s: float = 10.0,
     shutdown_timeout_s: float = 10.0,
 ) -> Any:
