@@ -299,7 +299,6 @@ def test_sigmoid_probabilities_are_per_class_and_stable():
 def test_onnx_export_scores_descriptions_with_the_familys_own_probability(trained, tmp_path: Path):
     """The ONNX graph's text probabilities are PyTorch's for the family: a softmax for CLIP, the
     logit bias and a per-class sigmoid for SigLIP (not CLIP's softmax)."""
-    pytest.importorskip("onnxruntime")
     from clipcls.commands import export
     from clipcls.inference.onnx_predictor import OnnxRuntimeSession
     from clipcls.inference.predictor import load_predictor
