@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sysconfig
 from pathlib import Path
@@ -36,8 +37,14 @@ def loss_and_grads(module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.
     return loss.detach(), {n: p.grad.clone() for n, p in vision.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.skipif(compiler_missing() is not None, reason=compiler_missing() or "")
 def test_compiled_image_tower_gives_the_eager_loss_and_gradients(base_cfg):
+    # the feature's only test: CI (.ci/run installs g++ and python3-dev) must run it; elsewhere a
+    # machine without a compiler may skip it
+    missing = compiler_missing()
+    if missing and os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but {missing}: .ci/run installs them with apt-get")
+    if missing:
+        pytest.skip(missing)
     torch.manual_seed(1)
     batch = Batch(torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(6), [])
     eager = make_module(base_cfg, CLASSES, DESCRIPTIONS)
