@@ -28,7 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -302,15 +302,22 @@ def main(argv: list[str] | None = None) -> int:
             task_folder(work, task_seed, shots)
     jobs = jobs_for(args, cfg, work)
     print(f"{len(jobs)} runs in {work}, {args.jobs} side by side", flush=True)
-    results = []
+    results, failed = [], []
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-        for result in pool.map(run_job, jobs):
+        futures = {pool.submit(run_job, job): job for job in jobs}
+        for future in as_completed(futures):
+            job = futures[future]
+            try:
+                result = future.result()
+            except Exception as error:  # one failed run is reported, not the whole table lost
+                failed.append({k: v for k, v in job.items() if k != "cfg"} | {"error": repr(error)})
+                print(f"FAILED {job['run_name']}: {error!r}", flush=True)
+                continue
             result.pop("cfg")
             results.append(result)
             print(f"{result['row']} {result['run_name']}: {json.dumps(result['scores'])}", flush=True)
-    args.out.write_text(
-        json.dumps({"args": {**vars(args), "out": str(args.out), "work": str(work)}, "runs": results}, indent=1)
-    )
+            record = {"args": {**vars(args), "out": str(args.out), "work": str(work)}, "runs": results}
+            args.out.write_text(json.dumps({**record, "failed": failed}, indent=1))  # a killed table keeps its rows
     print_tables(results, args)
     return 0
 
