@@ -193,7 +193,7 @@ def run_job(job: dict) -> dict:
 def jobs_for(args, cfg: dict, work: Path) -> list[dict]:
     jobs = []
     for task_seed in args.task_seeds:
-        for shots in [None, *args.shots]:
+        for shots in ([] if args.only_shots else [None]) + args.shots:
             rows = args.rows if shots is None else [r for r in SHOT_ROWS if r in args.rows]
             for name in rows:
                 row_cfg = dict(cfg)
@@ -281,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated subset of the rows")
     parser.add_argument("--shots", type=lambda s: [int(x) for x in s.split(",") if x], default=[4, 8, 16])
+    parser.add_argument("--only-shots", action="store_true", help="run the few-shot columns alone")
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side, one thread each")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change a value for every row")
     parser.add_argument("--work", type=Path, default=None, help="folder for tasks and runs (default: a temp dir)")
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         key, _, value = item.partition("=")
         cfg[key] = yaml.safe_load(value)
     for task_seed in args.task_seeds:  # written once here, not by racing workers
-        for shots in [None, *args.shots]:
+        for shots in ([] if args.only_shots else [None]) + args.shots:
             task_folder(work, task_seed, shots)
     jobs = jobs_for(args, cfg, work)
     print(f"{len(jobs)} runs in {work}, {args.jobs} side by side", flush=True)
