@@ -70,7 +70,10 @@ def test_folder_with_bad_files(run_dir: Path, messy: Path, tmp_path: Path, capsy
         "top1_probability",
         "top2",
         "top2_probability",
+        "verdict",
+        "rule",
     ]
+    assert all(r["verdict"] == r["prediction"] and r["rule"] == "argmax" for r in rows)  # no decision rule asked
     errors = {r["path"]: r["error"] for r in read_csv(out.with_name("preds.csv.errors.csv"))}
     assert set(errors) == {str(messy / "corrupt.jpg"), str(messy / "fake.png")}  # notes.txt: a note, not an error
     assert "cannot identify image file" in errors[str(messy / "fake.png")]

@@ -33,6 +33,51 @@ def add_scorer_arg(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("--scorer", choices=SCORERS, default="head", help=help_text)
 
 
+def rate(text: str) -> float:
+    """An argparse type: a rate strictly between 0 and 1 (argparse names the flag in its error)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a rate strictly between 0 and 1, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a rate strictly between 0 and 1, got {text}")
+    return value
+
+
+def add_decision_args(parser: argparse.ArgumentParser) -> None:
+    """--uncalibrated, --max-error, --good-class, --max-escape (clipcls.inference.decisions), for
+    predict and serve: the same names, defaults and checks."""
+    group = parser.add_argument_group("calibration and decisions (thresholds fitted on the validation split)")
+    group.add_argument(
+        "--uncalibrated", action="store_true", help="raw probabilities instead of the temperature-scaled ones"
+    )
+    group.add_argument(
+        "--max-error",
+        type=rate,
+        default=None,
+        metavar="RATE",
+        help='answer "uncertain" unless the error on auto-decided images stays <= RATE (e.g. 0.02)',
+    )
+    group.add_argument("--good-class", default=None, metavar="CLASS", help="the class that passes (e.g. clean)")
+    group.add_argument(
+        "--max-escape",
+        type=rate,
+        default=None,
+        metavar="RATE",
+        help="with --good-class: at most this share of defects passes as good (default 0.005)",
+    )
+
+
+def decision_options(args: argparse.Namespace) -> dict:
+    """The Predictor / OnnxPredictor keyword arguments of the decision flags."""
+    return {
+        "calibrated": not args.uncalibrated,
+        "max_error": args.max_error,
+        "good_class": args.good_class,
+        "max_escape": args.max_escape,
+    }
+
+
 def check_loader_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Positive batch size, non-negative workers: a usage error (exit 2) naming the flag."""
     if args.batch_size < 1:

@@ -11,7 +11,7 @@ import functools
 import time
 from pathlib import Path
 
-from clipcls.commands.common import add_loader_args, add_scorer_arg, run_command
+from clipcls.commands.common import add_decision_args, add_loader_args, add_scorer_arg, decision_options, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="output directory (default: <run dir>/eval, else ./eval)")
     add_loader_args(parser)
     add_scorer_arg(parser, "scorer whose confusion and mistakes lead the report (default head)")
+    add_decision_args(parser)  # how the model's calibration and decision rules fare on this data
     parser.add_argument(
         "--wise-alpha",
         type=float,
@@ -87,6 +88,14 @@ def evaluate(args: argparse.Namespace) -> int:
         extra_json["wise_ft"] = sweep
         sections.append(wise_section(sweep))
     out_dir = Path(args.out) if args.out else (run_dir / "eval" if run_dir else Path("eval"))
+    from clipcls.evaluation.decision_report import calibration_report
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    calibration_json, calibration_sections = calibration_report(
+        ev, model, out_dir, args.scorer or "head", not args.data, decision_options(args)
+    )
+    extra_json.update(calibration_json)
+    sections += calibration_sections
     curves = run_dir / "logs" / "metrics.csv" if run_dir else None
     info = {"model": str(model.source), "data": data_desc, "device": str(device)}
     write_evaluation(

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clipcls.commands.common import add_loader_args, add_scorer_arg, run_command
+from clipcls.commands.common import add_decision_args, add_loader_args, add_scorer_arg, decision_options, run_command
 from clipcls.errors import EXIT_OK, EXIT_PARTIAL, ClipclsError
 
 if TYPE_CHECKING:
@@ -42,7 +42,13 @@ with an image extension are, and other files (Thumbs.db, notes) are skipped with
 are followed, but each real folder and file is read once. OUT may not be the model, a file of
 its run (checkpoints/, base_model/, config.yaml) or an input.
 
-Output (--format full): path, prediction, probability, then top1, top1_probability ... topK.
+Output (--format full): path, prediction, probability, then top1, top1_probability ... topK,
+then verdict (the class, or "uncertain" under --max-error) and rule (argmax, max-error or
+good-class: what decided it). Probabilities are calibrated by the temperatures fitted on the
+validation split at training time (--uncalibrated: raw). --max-error 0.02 auto-decides an image
+only above a confidence threshold at which, on the validation split, the error rate of decided
+images is <= 2% at 95% confidence; --good-class clean --max-escape 0.005 passes an image as clean
+only when P(defect) is below a threshold that lets <= 0.5% of defective images through.
 Output (--format submission): id,label with id = the file name without its extension.
 Files that could not be predicted are listed with the reason in OUT.errors.csv (path,error).
 
@@ -77,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="YAML of class -> description(s) to add at predict time (forces --scorer text)",
     )
+    add_decision_args(parser)
     add_loader_args(parser)
     return parser
 
@@ -117,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     if summary.errors == 0:
         errors_path.unlink(missing_ok=True)  # no errors: no errors file (and no stale one from before)
     report(summary, out, errors_path)
+    report_rule(predictor, args.uncalibrated)
     return EXIT_PARTIAL if summary.errors else EXIT_OK
 
 
@@ -129,7 +137,7 @@ def torch_setup(args: argparse.Namespace, paths: PathTable) -> tuple[Predictor, 
 
     extra = read_descriptions(args.extra_classes) if args.extra_classes else None
     model = load_trained(args.model)
-    predictor = Predictor(model, args.device, args.scorer, extra)
+    predictor = Predictor(model, args.device, args.scorer, extra, **decision_options(args))
     if extra and args.scorer != "text":
         print(
             f"note: --extra-classes scores every class by description similarity (--scorer text), "
@@ -164,7 +172,7 @@ def graph_setup(args: argparse.Namespace, paths: PathTable) -> tuple[OnnxPredict
     if args.device not in ("auto", "cpu"):
         raise PredictUsageError(f"--device {args.device}: an ONNX/OpenVINO export runs on the CPU here")
     workers = args.workers if args.workers is not None else default_cpu_workers()
-    predictor = OnnxPredictor(args.model, args.scorer, threads=compute_threads(workers))
+    predictor = OnnxPredictor(args.model, args.scorer, threads=compute_threads(workers), **decision_options(args))
     return predictor, array_batches(paths, predictor.preprocessing.load, args.batch_size, workers)
 
 
@@ -184,6 +192,17 @@ def note_ignored(ignored: list[str]) -> None:
         return
     shown = ", ".join(ignored[:3]) + (f" and {len(ignored) - 3} more" if len(ignored) > 3 else "")
     print(f"note: skipped {len(ignored)} file(s) without an image extension: {shown}", file=sys.stderr)
+
+
+def report_rule(predictor: Predictor | OnnxPredictor, uncalibrated: bool) -> None:
+    """One line on stderr for the decision rule in force and what it did on validation."""
+    from clipcls.inference.decisions import describe_rule
+
+    if not uncalibrated and not predictor.calibration.fitted:
+        why = predictor.calibration.record.get("warning") or "the model holds no calibration"
+        print(f"note: probabilities are uncalibrated ({why})", file=sys.stderr)
+    if predictor.rule is not None:
+        print(describe_rule(predictor.rule), file=sys.stderr)
 
 
 def report(summary: RunSummary, out: Path, errors_path: Path) -> None:

@@ -50,6 +50,7 @@ def export_meta(model: TrainedModel) -> dict[str, Any]:
         "wise_alpha": model.wise_alpha,
         "source": str(model.source) if model.source is not None else None,
         "config": model.config,
+        "calibration": model.calibration,  # temperatures + validation scores (clipcls.inference.calibration)
     }
 
 

@@ -86,6 +86,7 @@ def graph_meta(model: TrainedModel, runtime: str, model_file: str) -> dict[str, 
         "wise_alpha": model.wise_alpha,
         "source": str(model.source) if model.source is not None else None,
         "opset": OPSET,
+        "calibration": model.calibration,  # applied in numpy by OnnxPredictor, as by the torch Predictor
     }
 
 

@@ -21,6 +21,8 @@ from PIL import Image, ImageOps
 
 from clipcls.data.images import load_image, to_rgb
 from clipcls.errors import ClipclsError
+from clipcls.inference.calibration import Calibration
+from clipcls.inference.decisions import build_rule, verdicts_of
 from clipcls.optional import require
 
 GRAPH_META = "clipcls_graph.json"  # marks an ONNX/OpenVINO export directory
@@ -155,14 +157,26 @@ class GraphPrediction:
     probabilities: np.ndarray  # (N, C) of the chosen scorer
     labels: list[str]
     scorer: str = "head"
+    verdicts: list[str] | None = None  # the class, or "uncertain", after the decision rule
+    rules: list[str] | None = None  # which rule decided: argmax, max-error, good-class
 
 
 class OnnxPredictor:
     """An ONNX or OpenVINO export ready to score images, with the methods `stream_predictions`
     and the server call on the torch Predictor: `preprocess`, `logits` (here: the graph's
-    outputs, already probabilities), `probabilities` and `predict`."""
+    outputs, already probabilities), `probabilities` and `predict`. The calibration stored in
+    clipcls_graph.json is applied here in numpy, by the same function as the torch Predictor."""
 
-    def __init__(self, directory: str | os.PathLike, scorer: str = "head", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        scorer: str = "head",
+        threads: int | None = None,
+        calibrated: bool = True,
+        max_error: float | None = None,
+        good_class: str | None = None,
+        max_escape: float | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.meta = read_graph_meta(self.directory)
         self.preprocessing = Preprocessing.from_json(
@@ -170,6 +184,9 @@ class OnnxPredictor:
         )
         self.class_names: list[str] = list(self.meta["class_names"])
         self.scorer = self.resolve_scorer(scorer)
+        stored = self.meta.get("calibration")
+        self.calibration = Calibration(stored if calibrated else None)
+        self.rule = build_rule(Calibration(stored), self.scorer, self.class_names, max_error, good_class, max_escape)
         self.runtime = self.meta["runtime"]
         model_file = self.directory / self.meta["model_file"]
         if not model_file.is_file():
@@ -195,8 +212,13 @@ class OnnxPredictor:
         return self.session.run(np.ascontiguousarray(pixels, dtype=np.float32))
 
     def probabilities(self, outputs: dict[str, np.ndarray], scorer: str | None = None) -> np.ndarray:
-        """The chosen scorer's (N, C) probabilities from `logits`' outputs."""
-        return outputs[self.resolve_scorer(scorer)]
+        """The chosen scorer's (N, C) calibrated probabilities from `logits`' outputs."""
+        scorer = self.resolve_scorer(scorer)
+        return self.calibration.apply(outputs[scorer], scorer)
+
+    def decide(self, probs: np.ndarray) -> tuple[list[str], list[str]]:
+        """(verdict, rule) per row of this predictor's scorer's probabilities."""
+        return verdicts_of(self.rule, probs, self.class_names)
 
     def predict(
         self, images: Sequence[str | os.PathLike | Image.Image], batch_size: int = 32, scorer: str | None = None
@@ -208,7 +230,9 @@ class OnnxPredictor:
             pixels = np.stack([self.preprocess(img) for img in images[start : start + batch_size]])
             chunks.append(self.probabilities(self.logits(pixels), used))
         probs = np.concatenate(chunks)
-        return GraphPrediction(self.class_names, probs, [self.class_names[i] for i in probs.argmax(1)], used)
+        verdicts, rules = self.decide(probs) if used == self.scorer else verdicts_of(None, probs, self.class_names)
+        labels = [self.class_names[i] for i in probs.argmax(1)]
+        return GraphPrediction(self.class_names, probs, labels, used, verdicts, rules)
 
 
 def read_graph_meta(directory: Path) -> dict[str, Any]:

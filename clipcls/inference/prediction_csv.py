@@ -26,19 +26,29 @@ def csv_header(fmt: str, top_k: int) -> list[str]:
     if fmt == "submission":
         return ["id", "label"]
     tops = [col for i in range(1, top_k + 1) for col in (f"top{i}", f"top{i}_probability")]
-    return ["path", "prediction", "probability", *tops]
+    return ["path", "prediction", "probability", *tops, "verdict", "rule"]
 
 
-def csv_rows(paths: list[str], probs: np.ndarray, names: list[str], fmt: str, top_k: int) -> list[list[Any]]:
-    """One row per image: the best class and its probability, then the top-k (sorted)."""
+def csv_rows(
+    paths: list[str],
+    probs: np.ndarray,
+    names: list[str],
+    fmt: str,
+    top_k: int,
+    decisions: tuple[list[str], list[str]] | None = None,
+) -> list[list[Any]]:
+    """One row per image: the best class and its (calibrated) probability, the top-k (sorted),
+    then the verdict (a class or "uncertain") and the rule that decided it (`decisions`; the
+    top class and "argmax" when None). A submission's label stays the top class."""
     order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+    verdicts, rules = decisions or ([names[t[0]] for t in order], ["argmax"] * len(order))
     rows = []
-    for path, p, top in zip(paths, probs, order):
+    for path, p, top, verdict, rule in zip(paths, probs, order, verdicts, rules):
         if fmt == "submission":
             rows.append([Path(path).stem, names[top[0]]])
             continue
         tops = [v for c in top for v in (names[c], f"{p[c]:.6f}")]
-        rows.append([path, names[top[0]], f"{p[top[0]]:.6f}", *tops])
+        rows.append([path, names[top[0]], f"{p[top[0]]:.6f}", *tops, verdict, rule])
     return rows
 
 
@@ -83,7 +93,8 @@ def stream_predictions(
         if batch.pixels is None:
             continue
         probs = predictor.probabilities(predictor.logits(batch.pixels))
-        rows = csv_rows([paths[int(i)] for i in batch.positions], probs, predictor.class_names, fmt, top_k)
+        decisions = predictor.decide(probs)
+        rows = csv_rows([paths[int(i)] for i in batch.positions], probs, predictor.class_names, fmt, top_k, decisions)
         writer.writerows(rows)
         summary.rows += len(rows)
         if fmt == "submission":

@@ -14,6 +14,8 @@ from PIL import Image, ImageOps
 from clipcls.data.images import load_image, to_rgb
 from clipcls.data.transforms import build_transform
 from clipcls.errors import ClipclsError
+from clipcls.inference.calibration import Calibration
+from clipcls.inference.decisions import DecisionRule, build_rule, verdicts_of
 from clipcls.inference.scoring import SCORERS, pick_device, scorer_probabilities
 from clipcls.inference.trained_model import TrainedModel, load_trained
 
@@ -27,11 +29,13 @@ class Prediction:
     """Scores for a list of images, rows in input order."""
 
     class_names: list[str]
-    probabilities: np.ndarray  # (N, C) softmax of the chosen scorer
+    probabilities: np.ndarray  # (N, C) of the chosen scorer, calibrated unless asked otherwise
     labels: list[str]  # the most probable class of each image
     head_logits: np.ndarray  # (N, trained classes) from the linear/MLP head
     text_logits: np.ndarray  # (N, C) cosine similarity with the descriptions, times the logit scale
     scorer: str = "head"
+    verdicts: list[str] | None = None  # the class, or "uncertain", after the decision rule
+    rules: list[str] | None = None  # which rule decided each verdict: argmax, max-error, good-class
 
 
 def _upright_rgb(image: Image.Image) -> Image.Image:
@@ -46,6 +50,10 @@ class Predictor:
     `extra_descriptions` adds classes known only by their descriptions (open vocabulary): they
     are scored through the description similarity, so such a predictor always uses the "text"
     scorer — the head knows only the trained classes.
+
+    Probabilities are calibrated by the temperatures stored with the model (`calibrated=False`
+    for the raw ones); `max_error`, `good_class` and `max_escape` set the decision rule of
+    `clipcls.inference.decisions` (verdicts in `Prediction.verdicts`).
     """
 
     def __init__(
@@ -54,6 +62,10 @@ class Predictor:
         device: str | torch.device | None = None,
         scorer: str = "head",
         extra_descriptions: dict[str, list[str]] | None = None,
+        calibrated: bool = True,
+        max_error: float | None = None,
+        good_class: str | None = None,
+        max_escape: float | None = None,
     ) -> None:
         self.model = model
         self.device = pick_device(device)
@@ -70,6 +82,10 @@ class Predictor:
         self.extra_names = list(extra)
         self.extra_embeddings = self.classifier.embed_descriptions(extra) if extra else None
         self.scorer = self.resolve_scorer(scorer)  # validated; "text" whenever there are extra classes
+        self.calibration = Calibration(model.calibration if calibrated else None)
+        self.rule: DecisionRule | None = build_rule(
+            Calibration(model.calibration), self.scorer, self.class_names, max_error, good_class, max_escape
+        )
 
     @property
     def class_names(self) -> list[str]:
@@ -103,7 +119,12 @@ class Predictor:
     def probabilities(self, logits: dict[str, np.ndarray], scorer: str | None = None) -> np.ndarray:
         """Class probabilities of one scorer: head, text, or the mean of the two."""
         scorer = self.resolve_scorer(scorer)
-        return scorer_probabilities(logits, (scorer,), self.classifier.text_probability)[scorer]
+        raw = scorer_probabilities(logits, (scorer,), self.classifier.text_probability)[scorer]
+        return self.calibration.apply(raw, scorer)
+
+    def decide(self, probs: np.ndarray) -> tuple[list[str], list[str]]:
+        """(verdict, rule) per row of this predictor's scorer's probabilities."""
+        return verdicts_of(self.rule, probs, self.class_names)
 
     def predict(
         self, images: Sequence[str | os.PathLike | Image.Image], batch_size: int = 32, scorer: str | None = None
@@ -120,13 +141,22 @@ class Predictor:
         used = self.resolve_scorer(scorer)
         probs = self.probabilities(logits, used)
         names = self.class_names
+        verdicts, rules = self.decide(probs) if used == self.scorer else verdicts_of(None, probs, names)
         return Prediction(
-            names, probs, [names[i] for i in probs.argmax(1)], logits["head_logits"], logits["text_logits"], used
+            names,
+            probs,
+            [names[i] for i in probs.argmax(1)],
+            logits["head_logits"],
+            logits["text_logits"],
+            used,
+            verdicts,
+            rules,
         )
 
 
 def load_predictor(
-    path: str | os.PathLike, device: str | torch.device | None = None, scorer: str = "head"
+    path: str | os.PathLike, device: str | torch.device | None = None, scorer: str = "head", **options
 ) -> Predictor:
-    """A Predictor for an export, a checkpoint or a run directory (`clipcls.load`)."""
-    return Predictor(load_trained(path), device=device, scorer=scorer)
+    """A Predictor for an export, a checkpoint or a run directory (`clipcls.load`); `options`
+    are Predictor's calibrated, max_error, good_class and max_escape."""
+    return Predictor(load_trained(path), device=device, scorer=scorer, **options)

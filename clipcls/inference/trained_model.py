@@ -33,6 +33,7 @@ class TrainedModel:
     config: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
     wise_alpha: float | None = None  # WiSE-FT mix of base and fine-tuned weights; None = plain fine-tune
+    calibration: dict[str, Any] | None = None  # fitted on validation (clipcls.inference.calibration)
 
     def interpolated(self, alpha: float) -> TrainedModel:
         """WiSE-FT: a new model with `(1 - alpha) * initial + alpha * fine-tuned` weights (this one
@@ -50,6 +51,7 @@ class TrainedModel:
             descriptions=dict(self.descriptions),
             config=dict(self.config),
             wise_alpha=alpha * previous,
+            calibration=None,  # fitted for the fine-tuned weights, not for a mix
         )
 
 
@@ -199,6 +201,7 @@ def _trained(
         config=dict(config),
         source=source,
         wise_alpha=wise_alpha,
+        calibration=meta.get("calibration"),
     )
 
 

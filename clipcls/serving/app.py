@@ -227,7 +227,10 @@ def create_app(
             "scorer": backend.scorer,
             "predictions": [
                 {"name": up.name, "label": tops[0]["class"], "probability": tops[0]["probability"], "top_k": tops}
-                for up, tops in ((up, top_classes(p, backend.class_names, k)) for up, p in zip(uploads, probs))
+                | {"verdict": verdict, "rule": rule}  # the class or "uncertain", and what decided it
+                for up, tops, verdict, rule in zip(
+                    uploads, (top_classes(p, backend.class_names, k) for p in probs), *backend.decide(probs)
+                )
             ],
         }
 

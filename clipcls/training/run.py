@@ -219,12 +219,14 @@ def finalize_run(trainer, module, datamodule, run_dir: Path) -> dict[str, Any]:
         module.load_state_dict(load_checkpoint_file(best)["state_dict"])
     outputs = run_inference(module.model, datamodule.val_dataloader(shard=False), module.device)
     metrics = classification_metrics(outputs["targets"], outputs["head_logits"].argmax(1), module.class_names)
+    calibration = calibrate(module, outputs, best)
     metrics = {
         "checkpoint": str(best) if best else None,
         "epochs_trained": trainer.current_epoch,
         "global_step": trainer.global_step,
         "class_names": module.class_names,
         **metrics,
+        "calibration": {k: v for k, v in calibration.items() if k != "validation"},
     }
     write_json(metrics, run_dir / "metrics.json")
     plot_confusion(
@@ -234,3 +236,20 @@ def finalize_run(trainer, module, datamodule, run_dir: Path) -> dict[str, Any]:
         title=f"Validation confusion (macro F1 {metrics['macro_f1']:.3f})",
     )
     return metrics
+
+
+def calibrate(module, outputs: dict[str, Any], checkpoint: Path | None) -> dict[str, Any]:
+    """Fit the temperature of every scorer on the validation outputs and store the record in
+    the scored checkpoint (`clipcls.calibration`), so predict, serve and exports apply it."""
+    from clipcls.inference.calibration import fit_calibration
+    from clipcls.inference.checkpoint import save_checkpoint_file
+    from clipcls.inference.scoring import scorer_probabilities
+
+    text_probability = module.model.text_probability
+    raw = scorer_probabilities(outputs, text_probability=text_probability)
+    record = fit_calibration(raw, outputs["targets"], module.class_names, text_probability)
+    if checkpoint is not None:
+        ckpt = load_checkpoint_file(checkpoint)
+        ckpt.setdefault("clipcls", {})["calibration"] = record
+        save_checkpoint_file(ckpt, checkpoint)
+    return record
