@@ -79,6 +79,9 @@ ROWS: dict[str, dict | None] = {
     "L2-SP 1.0": {"l2sp_weight": 1.0},
     "augment trivialaugment": {"augment": "trivialaugment"},
     "augment flip": {"augment": "flip"},
+    "L2-SP 0.1": {"l2sp_weight": 0.1},
+    "WiSE-FT 0.5 (wise_alpha)": {"wise_alpha": 0.5},
+    "head_lr_multiplier 1000": {"head_lr_multiplier": 1000.0},
     "augment none": {"augment": "none"},
     "seed recipe": {"sampler": "per_class", "temperature": SEED_TEMPERATURE, "lr": 1e-6, "augment": "trivialaugment"},
 }
@@ -174,11 +177,14 @@ def run_job(job: dict) -> dict:
         return {**job, "scores": zero_shot(run, sets), "seconds": 0.0}
     run.update(ROWS[name])
     run.update(seed=job["train_seed"], run_name=job["run_name"])
-    started = time.perf_counter()
-    if train_main(cfg_flags(run), CFG) != 0:
-        raise RuntimeError(f"row {name!r} job {job['run_name']} failed")
-    seconds = time.perf_counter() - started
     run_dir = Path(run["output_dir"]) / run["run_name"]
+    timing = run_dir / "train_seconds.txt"
+    if not timing.is_file():  # a finished run (a table resumed in the same --work) is scored, not retrained
+        started = time.perf_counter()
+        if train_main(cfg_flags(run), CFG) != 0:
+            raise RuntimeError(f"row {name!r} job {job['run_name']} failed")
+        timing.write_text(f"{time.perf_counter() - started:.1f}\n")
+    seconds = float(timing.read_text())
     scorer = scorer_for(run)
     last = load_trained(run_dir / "checkpoints" / "last.ckpt")
     scores = score(last, sets, scorer)
