@@ -3,6 +3,7 @@ and leakage found (and none on distinct images), bad input as findings, exit sta
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -63,13 +64,17 @@ def test_flipped_labels_are_ranked_first(tmp_path: Path) -> None:
         path = sorted((train / src).iterdir())[3]
         moved.append(str(shutil.move(path, train / dest / path.name)))
     result = audit(tmp_path, train, model="mini")
-    rows = result.tables["label_issues"]
-    assert {r["path"] for r in rows[:2]} == set(moved)
-    suggested = {r["path"]: r["suggested"] for r in rows[:2]}
-    assert suggested == {moved[0]: "red", moved[1]: "blue"}  # the class each image came from
-    assert rows[0]["label_quality"] < 0.5
+    ranked = list(csv.DictReader((tmp_path / "out" / "label_quality.csv").open(encoding="utf-8")))
+    assert len(ranked) == 42 and {r["path"] for r in ranked[:2]} == set(moved)  # the two lowest scores
+    assert {r["path"]: r["suggested"] for r in ranked[:2]} == {
+        moved[0]: "red",
+        moved[1]: "blue",
+    }  # where they came from
+    assert float(ranked[1]["label_quality"]) < 0.5 < float(ranked[2]["label_quality"])
+    flagged = result.tables["label_issues"]
+    assert flagged and flagged[0]["path"] in moved and ranked[0]["flagged"] == "True"
+    assert set(moved) >= {r["path"] for r in flagged[:2]}
     assert checks(result)["label issues"] == "warning"
-    assert np.nanargmin(result.label_quality) in range(len(result.label_quality))
 
 
 def test_duplicates_across_train_and_val_found_none_on_distinct_images(tmp_path: Path) -> None:

@@ -83,16 +83,31 @@ def label_issues(
 def label_rows(result: dict[str, Any], paths, labels: np.ndarray, splits: np.ndarray, class_names, split_names):
     """CSV/report rows of the flagged images, most likely wrong first: the file, its folder class,
     the class the probe suggests and cleanlab's label-quality score (0 = surely wrong)."""
-    rows = []
-    for rank, i in enumerate(result["ranked"], start=1):
-        rows.append(
-            {
-                "rank": rank,
-                "path": paths[int(i)],
-                "split": split_names[splits[i]],
-                "class": class_names[labels[i]],
-                "suggested": class_names[result["suggested"][i]],
-                "label_quality": round(float(result["quality"][i]), 4),
-            }
-        )
-    return rows
+    return [
+        _row(rank, int(i), result, paths, labels, splits, class_names, split_names)
+        for rank, i in enumerate(result["ranked"], start=1)
+    ]
+
+
+def quality_rows(result: dict[str, Any], paths, labels: np.ndarray, splits: np.ndarray, class_names, split_names):
+    """Every probed image, lowest label quality first, with whether cleanlab flagged it: for
+    reviewing beyond the flagged set (cleanlab's per-class thresholds can leave a clear swap in a
+    small class unflagged while its score is near the bottom)."""
+    quality = result["quality"]
+    order = np.argsort(np.nan_to_num(quality, nan=np.inf), kind="stable")[: int(np.isfinite(quality).sum())]
+    flagged = set(result["ranked"].tolist())
+    return [
+        {**_row(rank, int(i), result, paths, labels, splits, class_names, split_names), "flagged": int(i) in flagged}
+        for rank, i in enumerate(order, start=1)
+    ]
+
+
+def _row(rank: int, i: int, result, paths, labels, splits, class_names, split_names) -> dict[str, Any]:
+    return {
+        "rank": rank,
+        "path": paths[i],
+        "split": split_names[splits[i]],
+        "class": class_names[labels[i]],
+        "suggested": class_names[result["suggested"][i]],
+        "label_quality": round(float(result["quality"][i]), 4),
+    }

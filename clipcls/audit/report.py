@@ -17,6 +17,7 @@ JSON_ROWS = 200  # rows of each table kept in audit.json; the CSVs hold them all
 HTML_THUMBNAILS = 24  # rows of a table shown with thumbnails in audit.html
 CSVS = {  # table -> file
     "label_issues": "label_issues.csv",
+    "label_quality": "label_quality.csv",
     "duplicates": "duplicates.csv",
     "files": "files.csv",
     "classes": "classes.csv",

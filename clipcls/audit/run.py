@@ -196,6 +196,9 @@ def _label_checks(images: Images, emb: np.ndarray, row_of: np.ndarray, audit: Au
     result["quality"], result["suggested"] = quality, suggested
     rows = lab.label_rows(result, images.paths, images.labels, images.splits, images.class_names, SPLITS)
     audit.tables["label_issues"] = rows
+    audit.tables["label_quality"] = lab.quality_rows(
+        result, images.paths, images.labels, images.splits, images.class_names, SPLITS
+    )
     audit.label_quality = quality  # for benchmarks: every image's score, nan where not probed
     skipped = [images.class_names[c] for c in range(len(images.class_names)) if c not in result["probed_classes"]]
     if "probe_accuracy" in result:
