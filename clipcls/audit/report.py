@@ -113,8 +113,10 @@ def _label_grid(rows: list[dict[str, Any]]) -> str:
         f"<br>{_esc(Path(r['path']).name)}</figcaption></figure>"
         for r in rows[:HTML_THUMBNAILS]
     )
+    shown = min(len(rows), HTML_THUMBNAILS)
     note = (
-        f"{len(rows)} flagged; the {min(len(rows), HTML_THUMBNAILS)} most likely wrong shown (all in label_issues.csv)."
+        f"{len(rows)} flagged; the {shown} most likely wrong shown (all in label_issues.csv; "
+        "every image by score in label_quality.csv)."
     )
     return f'<p class="note">{note}</p><div class="grid">{figures}</div>'
 
