@@ -1,6 +1,7 @@
 """`clipcls train` and `python train.py`: resolve the config (CFG <- --config files <- flags) and
 run training. torch and Lightning are imported only once the config is valid, so `--help`,
-`--print_config` and config errors answer in a fraction of a second."""
+`--print_config` and config errors answer in a fraction of a second. `--audit` (not a CFG key)
+first audits the run's data (`clipcls audit`) and refuses to train on a severe finding."""
 
 from __future__ import annotations
 
