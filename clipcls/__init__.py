@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 def load(
     path,
     device=None,
-    scorer: str = "head",
+    scorer: str | None = None,
     calibrated: bool = True,
     max_error: float | None = None,
     good_class: str | None = None,

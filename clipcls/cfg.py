@@ -21,7 +21,7 @@ class CFG:
     img_transform_size_H: int = 224  # input height
     resize: Literal["squash", "crop"] = "squash"  # squash: whole image to HxW; crop: short side + centre crop (CLIP's)
     augment: Literal["none", "flip", "light", "trivialaugment", "randaugment"] = (
-        "trivialaugment"  # all but none flip and quarter-turn; light: + shift/rotation/zoom sized to the image
+        "light"  # all but none flip and quarter-turn; light: + shift/rotation/zoom sized to the image
     )
     sampler: Literal["random", "balanced", "per_class"] = "balanced"  # classes drawn evenly; per_class: 1/class/step
     batch_size: int = 32  # images per step per device (per_class sampler: number of classes)
@@ -48,7 +48,11 @@ class CFG:
     # --- optimisation ---
     epochs: int = 10  # training epochs
     lr: float = 1e-5  # AdamW peak learning rate
-    head_lr_multiplier: float = 100.0  # head LR = lr x this (its zero-shot weights are 100x the embeddings); 1 = one LR
+    head_lr_multiplier: float = 100.0  # head LR = lr x this (cosine head: unit directions; 1e-3 turns them in a run)
+    lp_epochs: int = 0  # LP-FT: epochs training the head alone (towers frozen) before everything trains
+    layer_decay: float = 1.0  # image block k of L gets lr x this^(L + 1 - k) (embeddings lowest); 1 = off
+    l2sp_weight: float = 0.0  # L2-SP: + this x ||image tower - its pretrained weights||^2 in the loss; 0 = off
+    wise_alpha: float | None = None  # WiSE-FT: load the run's checkpoints mixed alpha x fine-tune + rest x start
     optim_betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas
     optim_eps: float = 1e-6  # AdamW epsilon
     optim_weight_decay: float = 0.1  # AdamW weight decay (not on biases, norms, logit scale)

@@ -94,6 +94,10 @@ def validate(cfg: dict[str, Any]) -> None:
         "num_workers": cfg["num_workers"] is None or cfg["num_workers"] >= 0,
         "optim_betas": all(0 <= b < 1 for b in cfg["optim_betas"]),
         "head_init": not (cfg["head_init"] == "zeroshot" and cfg["head"] != "linear"),
+        "lp_epochs": cfg.get("lp_epochs", 0) >= 0,
+        "layer_decay": 0 < cfg.get("layer_decay", 1.0) <= 1,
+        "l2sp_weight": cfg.get("l2sp_weight", 0.0) >= 0,
+        "wise_alpha": cfg.get("wise_alpha") is None or 0 <= cfg["wise_alpha"] <= 1,
     }
     for key, ok in checks.items():
         if not ok:

@@ -80,7 +80,8 @@ def test_head_and_text_scorers_diverge_after_a_short_run(base_cfg):
         cfg = {**base_cfg, "lr": 1e-5, "epochs": 3, "head_lr_multiplier": multiplier, "run_name": f"m{multiplier:g}"}
         _, module = fit(cfg)
         gaps[multiplier] = head_text_gap(module)
-    assert gaps[1.0] < 2e-3, gaps  # measured 2e-4: one learning rate leaves the head where it began
+    # cosine head (issue 18): measured 2.4e-3 (2e-4 with the plain head at 24.5 x embeddings)
+    assert gaps[1.0] < 1e-2, gaps  # one learning rate of 1e-5 leaves the head near where it began
     assert gaps[100.0] > 20 * gaps[1.0], gaps  # measured 95x
 
 

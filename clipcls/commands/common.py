@@ -29,8 +29,9 @@ def add_loader_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_scorer_arg(parser: argparse.ArgumentParser, help_text: str) -> None:
-    """--scorer: head (default), text (description similarity) or their ensemble."""
-    parser.add_argument("--scorer", choices=SCORERS, default="head", help=help_text)
+    """--scorer: head, text (description similarity) or their ensemble; default: the run's own
+    (`clipcls.inference.scoring.default_scorer`: text where the head was not trained)."""
+    parser.add_argument("--scorer", choices=SCORERS, default=None, help=help_text)
 
 
 def rate(text: str) -> float:

@@ -51,7 +51,7 @@ def evaluate(args: argparse.Namespace) -> int:
         wise_sweep,
         write_evaluation,
     )
-    from clipcls.inference.scoring import pick_device, scorer_probabilities
+    from clipcls.inference.scoring import default_scorer, pick_device, scorer_probabilities
     from clipcls.inference.trained_model import load_trained
     from clipcls.model.wise import check_alpha
     from clipcls.output_guard import check_output
@@ -103,7 +103,7 @@ def evaluate(args: argparse.Namespace) -> int:
         out_dir,
         f"clipcls evaluation: {model_path.name}",
         info,
-        args.scorer,
+        args.scorer or default_scorer(model.config),
         curves_csv=curves,
         extra_json=extra_json,
         extra_sections=sections,

@@ -35,6 +35,7 @@ from clipcls.inference.onnx_predictor import (
     OnnxRuntimeSession,
     Preprocessing,
 )
+from clipcls.inference.scoring import default_scorer
 from clipcls.inference.trained_model import TrainedModel
 from clipcls.io import atomic_directory, write_json
 from clipcls.model.classifier import ClipClassifier
@@ -84,6 +85,7 @@ def graph_meta(model: TrainedModel, runtime: str, model_file: str) -> dict[str, 
         "class_to_idx": {name: i for i, name in enumerate(model.class_names)},
         "descriptions": {name: list(model.descriptions[name]) for name in model.class_names},
         "wise_alpha": model.wise_alpha,
+        "default_scorer": default_scorer(model.config),  # what predictions read when no scorer is asked for
         "source": str(model.source) if model.source is not None else None,
         "opset": OPSET,
         "calibration": model.calibration,  # applied in numpy by OnnxPredictor, as by the torch Predictor

@@ -170,7 +170,7 @@ class OnnxPredictor:
     def __init__(
         self,
         directory: str | os.PathLike,
-        scorer: str = "head",
+        scorer: str | None = None,
         threads: int | None = None,
         calibrated: bool = True,
         max_error: float | None = None,
@@ -183,7 +183,7 @@ class OnnxPredictor:
             read_json(self.directory / PREPROCESSING), self.directory / PREPROCESSING
         )
         self.class_names: list[str] = list(self.meta["class_names"])
-        self.scorer = self.resolve_scorer(scorer)
+        self.scorer = self.resolve_scorer(scorer or self.meta.get("default_scorer", "head"))  # None: the run's
         stored = self.meta.get("calibration")
         self.calibration = Calibration(stored if calibrated else None)
         self.rule = build_rule(Calibration(stored), self.scorer, self.class_names, max_error, good_class, max_escape)

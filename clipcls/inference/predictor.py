@@ -16,7 +16,7 @@ from clipcls.data.transforms import build_transform
 from clipcls.errors import ClipclsError
 from clipcls.inference.calibration import Calibration
 from clipcls.inference.decisions import DecisionRule, build_rule, verdicts_of
-from clipcls.inference.scoring import SCORERS, pick_device, scorer_probabilities
+from clipcls.inference.scoring import SCORERS, default_scorer, pick_device, scorer_probabilities
 from clipcls.inference.trained_model import TrainedModel, load_trained
 
 
@@ -60,7 +60,7 @@ class Predictor:
         self,
         model: TrainedModel,
         device: str | torch.device | None = None,
-        scorer: str = "head",
+        scorer: str | None = None,
         extra_descriptions: dict[str, list[str]] | None = None,
         calibrated: bool = True,
         max_error: float | None = None,
@@ -81,7 +81,8 @@ class Predictor:
             raise PredictError(f"extra classes already known to the model: {clash}")
         self.extra_names = list(extra)
         self.extra_embeddings = self.classifier.embed_descriptions(extra) if extra else None
-        self.scorer = self.resolve_scorer(scorer)  # validated; "text" whenever there are extra classes
+        # validated; "text" whenever there are extra classes; None: the run's own (default_scorer)
+        self.scorer = self.resolve_scorer(scorer or default_scorer(model.config))
         self.calibration = Calibration(model.calibration if calibrated else None)
         self.rule: DecisionRule | None = build_rule(
             Calibration(model.calibration), self.scorer, self.class_names, max_error, good_class, max_escape
@@ -155,7 +156,7 @@ class Predictor:
 
 
 def load_predictor(
-    path: str | os.PathLike, device: str | torch.device | None = None, scorer: str = "head", **options
+    path: str | os.PathLike, device: str | torch.device | None = None, scorer: str | None = None, **options
 ) -> Predictor:
     """A Predictor for an export, a checkpoint or a run directory (`clipcls.load`); `options`
     are Predictor's calibrated, max_error, good_class and max_escape."""

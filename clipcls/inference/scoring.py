@@ -14,6 +14,14 @@ import torch
 SCORERS = ("head", "text", "ensemble")
 
 
+def default_scorer(config: dict[str, Any]) -> str:
+    """The scorer a run's predictions come from when none is asked for: "text" where the head was
+    not trained (`fc_weight: 0`: no loss reaches it, so it stays its initial weights while the
+    towers move, e.g. FLYP), else "head". The one place this is decided: validation metrics and
+    checkpoint choice, evaluate, predict, serve and exports all ask here."""
+    return "text" if float(config.get("fc_weight", 0.5)) == 0 else "head"
+
+
 def pick_device(name: str | torch.device | None = "auto") -> torch.device:
     """`auto` (or None) means the GPU when there is one."""
     if name in (None, "auto"):

@@ -109,7 +109,9 @@ def load_trained(path: str | Path, map_location: str = "cpu") -> TrainedModel:
         raise CheckpointError(
             f"{ckpt_path}: its weights do not fit {hparams['config']['model_name']!r}: {str(err).splitlines()[0]}"
         ) from err
-    return _trained(classifier, meta, hparams["config"], ckpt_path)
+    model = _trained(classifier, meta, hparams["config"], ckpt_path)
+    alpha = hparams["config"].get("wise_alpha")  # WiSE-FT as the run's config asks: applied on loading
+    return model if alpha is None else model.interpolated(alpha)
 
 
 @contextlib.contextmanager

@@ -82,6 +82,23 @@ class Adapter:
         resize = tuple(pixels.shape[-2:]) != (native, native)
         return _pooled(model.get_image_features(pixel_values=pixels, interpolate_pos_encoding=resize))
 
+    def image_depth(self, model: nn.Module) -> int:
+        """Transformer blocks of the image tower."""
+        return int(model.config.vision_config.num_hidden_layers)
+
+    def image_block(self, name: str, depth: int) -> int | None:
+        """Where a parameter (named as in `model`) sits in the image tower, for layer-wise lr decay:
+        0 for the embeddings (and pre-norm), k + 1 for block k, depth + 1 for everything after the
+        blocks (final norm, pooling head, projection); None outside the image tower."""
+        if not name.startswith(("vision_model.", "visual_projection.")):
+            return None
+        parts = name.split(".")
+        if "layers" in parts:  # vision_model.encoder.layers.<k>. ...
+            return int(parts[parts.index("layers") + 1]) + 1
+        if parts[1] in ("embeddings", "pre_layrnorm"):
+            return 0
+        return depth + 1
+
     # --- scores ---
     def logit_scale_parameter(self, model: nn.Module) -> nn.Parameter:
         """The learned log-scale (`logit_scale` in every supported family)."""

@@ -108,14 +108,12 @@ class ClipClassifier(nn.Module):
                 module.requires_grad_(False)
         if temperature is not None:
             self.adapter.logit_scale_parameter(clip).requires_grad_(False)
-        self.head = build_head(head, self.adapter.embed_dim(clip), len(class_names))
+        scale = float(self.logit_scale().detach())
+        self.head = build_head(head, self.adapter.embed_dim(clip), len(class_names), scale)
         if head_init == "zeroshot":
             bias = self.logit_bias()
             init_head_zeroshot(
-                self.head,
-                self.class_embeddings(),
-                float(self.logit_scale().detach()),
-                bias=0.0 if bias is None else float(bias.detach()),
+                self.head, self.class_embeddings(), scale, bias=0.0 if bias is None else float(bias.detach())
             )
         self.register_load_state_dict_post_hook(lambda module, keys: module.invalidate_text_cache())
 

@@ -17,12 +17,18 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from clipcls.data.dataset import Batch
 from clipcls.errors import ClipclsError
+from clipcls.inference.scoring import default_scorer
 from clipcls.model.classifier import ClipClassifier
 from clipcls.model.loss import total_loss
 
 log = logging.getLogger("clipcls.training")
 LOSS_KEYS = ("sim_weight", "fc_weight", "label_smoothing")
 MAX_SKIPPED_STEPS_IN_A_ROW = 25  # a loss non-finite this often is divergence, not a bad batch
+
+
+def is_image_param(name: str) -> bool:
+    """A parameter of the image tower or its projection (names as in `model.clip`)."""
+    return name.startswith(("vision_model.", "visual_projection."))
 
 
 class TrainingDiverged(ClipclsError):
@@ -59,27 +65,70 @@ def warmup_cosine(total_steps: int, warmup_steps: int, time_fraction: Callable[[
     return factor
 
 
-def param_groups(model: ClipClassifier, cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    """AdamW parameter groups: no weight decay on biases, norms and the logit scale, and the head
-    at `lr * head_lr_multiplier`.
+def image_layer_scales(model: ClipClassifier, decay: float) -> dict[int, float]:
+    """Layer-wise lr decay (BEiT, ELECTRA): {id(param): lr factor} for the image tower, `decay`
+    to the power of the parameter's depth below the top (1 for the projection and final norm,
+    `decay` for the last block, ... `decay ** (L + 1)` for the patch and position embeddings).
+    The family adapter says which block a parameter belongs to."""
+    if decay == 1.0:
+        return {}
+    depth = model.adapter.image_depth(model.clip)
+    scales = {}
+    for name, param in model.clip.named_parameters():
+        block = model.adapter.image_block(name, depth)
+        if block is not None:
+            scales[id(param)] = decay ** (depth + 1 - block)
+    return scales
 
-    The zero-shot head's weights are the class embeddings times the logit scale (100 for CLIP,
-    ~4 per element) while AdamW moves each weight by about `lr` a step: at one learning rate a
-    whole run barely moves the head, and head and text scorers stay the same classifier."""
+
+def param_groups(model: ClipClassifier, cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """AdamW parameter groups: no weight decay on biases, norms and the logit scale, the head at
+    `lr * head_lr_multiplier`, and the image tower's blocks at `layer_decay ** depth` (each
+    group's "kind" says which: "head", "towers" or "image x<factor>"; the LP-FT schedule reads it).
+
+    The cosine head's class directions are unit vectors (elements ~ 1/sqrt(dim), ~0.09 for a
+    128-wide embedding) that AdamW moves by about the group's lr a step, so a head lr of ~1e-3
+    turns them within a run whatever the logit scale (`clipcls.model.heads.CosineHead`)."""
     multiplier = float(cfg.get("head_lr_multiplier", 1.0))
-    head = {id(p) for p in model.head.parameters()} if multiplier != 1.0 else set()
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    # with one lr and no LP stage the head joins the towers' groups: the seed's two groups
+    # (decay / no decay), so its runs resume
+    separate = multiplier != 1.0 or int(cfg.get("lp_epochs", 0)) > 0
+    head = {id(p) for p in model.head.parameters()} if separate else set()
+    layers = image_layer_scales(model, float(cfg.get("layer_decay", 1.0)))
+    groups: dict[tuple[str, float, bool], list[torch.nn.Parameter]] = {}
     for param in model.parameters():
-        if param.requires_grad:
-            groups.setdefault((id(param) in head, param.ndim >= 2), []).append(param)
+        if not param.requires_grad:
+            continue
+        if id(param) in head:
+            key = ("head", multiplier)
+        elif id(param) in layers:
+            key = (f"image x{layers[id(param)]:.4g}", layers[id(param)])
+        else:
+            key = ("towers", 1.0)
+        groups.setdefault((*key, param.ndim >= 2), []).append(param)
     return [
         {
             "params": params,
+            "kind": name,  # not "name": the LR monitor would rename its logged keys
             "weight_decay": cfg["optim_weight_decay"] if decay else 0.0,
-            "lr": cfg["lr"] * (multiplier if is_head else 1.0),
+            "lr": cfg["lr"] * factor,
         }
-        for (is_head, decay), params in sorted(groups.items(), key=lambda item: (item[0][0], not item[0][1]))
+        for (name, factor, decay), params in sorted(
+            groups.items(), key=lambda item: (item[0][0] == "head", item[0][1], not item[0][2])
+        )
     ]
+
+
+def lp_ft_schedule(total: int, warmup: int, lp_steps: int, time_fraction=None):
+    """The LR multiplier of the towers under LP-FT: 0 for the first `lp_steps` (the head alone
+    trains: the linear probe), then warm-up and cosine over the remaining steps, as a run of
+    that length would have. (The head's groups keep `warmup_cosine` over the whole run.)"""
+    rest = warmup_cosine(max(1, total - lp_steps), warmup, time_fraction)
+
+    def factor(step: int) -> float:
+        return 0.0 if step < lp_steps else rest(step - lp_steps)
+
+    return factor
 
 
 def _logit_offset(config: dict[str, Any], class_counts: list[int] | None) -> torch.Tensor | None:
@@ -114,6 +163,16 @@ class ClipClassifierModule(pl.LightningModule):
         self.val_per_class = MulticlassF1Score(len(class_names), average="none")
         self.skipped_in_a_row = 0
         self.register_buffer("logit_offset", _logit_offset(config, class_counts), persistent=False)
+        self.scorer = default_scorer(config)  # what validation scores and the checkpoint is chosen on
+        self.lp_epochs = int(config.get("lp_epochs", 0))
+        self.l2sp_weight = float(config.get("l2sp_weight", 0.0))
+        # L2-SP's anchor: the image tower's starting (pretrained) weights, never saved (a resumed
+        # run rebuilds them from the base model, as build_module loads it before the checkpoint)
+        self.l2sp_anchor: dict[str, torch.Tensor] = {}
+        if self.l2sp_weight > 0:
+            self.l2sp_anchor = {
+                name: param.detach().clone() for name, param in net.clip.named_parameters() if is_image_param(name)
+            }
 
     @property
     def class_names(self) -> list[str]:
@@ -136,7 +195,7 @@ class ClipClassifierModule(pl.LightningModule):
         return {
             **losses,
             **out,
-            "preds": out["head_logits"].argmax(1),
+            "preds": out[f"{self.scorer}_logits"].argmax(1),
             "targets": batch.labels,
             "positions": batch.positions,
         }
@@ -160,6 +219,27 @@ class ClipClassifierModule(pl.LightningModule):
         if self.global_rank:
             key.append(self.global_rank)
         torch.manual_seed(int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0]))
+
+    def on_train_epoch_start(self) -> None:
+        """LP-FT: in the first `lp_epochs` epochs only the head trains (every other parameter's
+        gradient is off, so its weights, moments and weight decay stand still); afterwards the
+        parameters that trained before train again."""
+        if self.lp_epochs <= 0:
+            return
+        if not hasattr(self, "_trainable"):
+            self._trainable = {name for name, p in self.model.named_parameters() if p.requires_grad}
+        probing = self.current_epoch < self.lp_epochs
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(name in self._trainable and (name.startswith("head.") or not probing))
+
+    def l2sp_penalty(self) -> torch.Tensor | None:
+        """L2-SP (Li et al., ICML 2018): `l2sp_weight * sum ||w - w_pretrained||^2` over the image
+        tower, pulling the fine-tune toward its start instead of toward zero; None when off."""
+        if not self.l2sp_anchor:
+            return None
+        params = dict(self.model.clip.named_parameters())
+        total = sum(((params[n] - w.to(params[n].device)) ** 2).sum() for n, w in self.l2sp_anchor.items())
+        return self.l2sp_weight * total
 
     def training_step(self, batch: Batch, batch_idx: int):
         readable = self._readable(batch, "train")  # False: every image of the batch was unreadable
@@ -194,6 +274,10 @@ class ClipClassifierModule(pl.LightningModule):
             batch_size=batch_size,
         )
         self.log("train/logit_scale", self.model.logit_scale().detach(), batch_size=batch_size)
+        penalty = self.l2sp_penalty()
+        if penalty is not None:
+            self.log("train/l2sp", penalty.detach(), batch_size=batch_size)
+            return out["loss"] + penalty
         return out["loss"]
 
     def _skip_step(self, batch_idx: int, reason: str = "non-finite loss") -> None:
@@ -277,6 +361,10 @@ class ClipClassifierModule(pl.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = max(1, int(cfg["warmup_ratio"] * total))
         schedule = warmup_cosine(total, warmup, self._time_fraction())
+        if self.lp_epochs > 0:  # the towers' schedule starts when the linear probe ends
+            lp_steps = total * min(self.lp_epochs, cfg["epochs"]) // max(1, cfg["epochs"])
+            towers = lp_ft_schedule(total, warmup, lp_steps, self._time_fraction())
+            schedule = [schedule if g["kind"] == "head" else towers for g in optimizer.param_groups]
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -218,7 +218,8 @@ def finalize_run(trainer, module, datamodule, run_dir: Path) -> dict[str, Any]:
     if best is not None:
         module.load_state_dict(load_checkpoint_file(best)["state_dict"])
     outputs = run_inference(module.model, datamodule.val_dataloader(shard=False), module.device)
-    metrics = classification_metrics(outputs["targets"], outputs["head_logits"].argmax(1), module.class_names)
+    preds = outputs[f"{module.scorer}_logits"].argmax(1)  # the scorer validation chose the checkpoint on
+    metrics = classification_metrics(outputs["targets"], preds, module.class_names)
     calibration = calibrate(module, outputs, best)
     metrics = {
         "checkpoint": str(best) if best else None,
