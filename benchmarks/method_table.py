@@ -175,7 +175,8 @@ def run_job(job: dict) -> dict:
     run = {**cfg, "train_dataset_dir": str(task_dir / "train"), "val_dataset_dir": str(task_dir / "val")}
     if ROWS[name] is None:
         return {**job, "scores": zero_shot(run, sets), "seconds": 0.0}
-    run.update(ROWS[name])
+    # the class-name rows' prompt file was written by jobs_for into the job's cfg
+    run.update({k: v for k, v in ROWS[name].items() if v != CLASS_NAMES})
     run.update(seed=job["train_seed"], run_name=job["run_name"])
     run_dir = Path(run["output_dir"]) / run["run_name"]
     timing = run_dir / "train_seconds.txt"
