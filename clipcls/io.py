@@ -7,8 +7,10 @@ never a truncated one. Directories are built under a temporary name and swapped 
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -105,7 +107,8 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iter
             17, "already exists" + ("" if target.is_dir() else " and is not a directory"), str(target)
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    remove_stale_directories(target)
+    tmp = target.with_name(temp_directory_name(target))
     tmp.mkdir()  # mkdir, not mkdtemp: ordinary permissions once renamed
     try:
         yield tmp
@@ -117,12 +120,44 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iter
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def temp_directory_name(target: str | os.PathLike, pid: int | None = None, suffix: str = "tmp") -> str:
+    """The name of a directory built (`tmp`) or set aside (`old`) beside `target`: hidden, with
+    the writing process's id, so a later writer knows whether it is a dead one's leftover."""
+    return f".{Path(target).name}.{os.getpid() if pid is None else pid}-{uuid.uuid4().hex[:8]}.{suffix}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return pid < 2**22  # another user's process (PermissionError); beyond any pid: not a process
+    return True
+
+
+def remove_stale_directories(target: str | os.PathLike) -> list[Path]:
+    """Delete the temporary directories a killed writer (`kill -9`, a power cut) left beside
+    `target`: ours by name (`temp_directory_name`, or the pid-less names of earlier versions) and
+    written by a process that no longer runs. Returns what was removed."""
+    target = Path(target)
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(?:(\d+)-)?[0-9a-f]{{8}}\.(?:tmp|old)$")
+    stale = []
+    for path in target.parent.glob(f".{glob.escape(target.name)}.*"):
+        found = pattern.match(path.name)
+        if found and path.is_dir() and not path.is_symlink():
+            if found.group(1) is None or not _process_alive(int(found.group(1))):
+                shutil.rmtree(path, ignore_errors=True)
+                stale.append(path)
+    return stale
+
+
 def _swap_in(new: Path, target: Path) -> None:
     """Rename `new` to `target`; an existing target is moved aside first and deleted after."""
     if not target.exists():
         os.replace(new, target)
         return
-    old = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
+    old = target.with_name(temp_directory_name(target, suffix="old"))
     os.replace(target, old)
     try:
         os.replace(new, target)

@@ -87,6 +87,19 @@ def check_int8_args(args: argparse.Namespace) -> None:
         raise ExportUsageError("--calibration and --eval-data apply only with --int8")
 
 
+GRAPH_SUFFIXES = (".onnx", ".xml", ".bin")
+
+
+def check_out_name(out: Path) -> None:
+    """An export is a directory: `--out demo.onnx` would make a directory named like a file
+    (holding model.onnx), which every tool then mistakes for a graph file."""
+    if out.suffix.lower() in GRAPH_SUFFIXES:
+        raise ExportUsageError(
+            f"--out {out}: an export is a directory (it holds model.onnx or model.xml, preprocessing.json and "
+            f"clipcls_graph.json), not a {out.suffix} file; give a directory name such as {out.with_suffix('')}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """`clipcls export MODEL --out DIR [--format F] [--wise-alpha A]`; returns the exit status."""
     return run_command(build_parser(), export, argv)
@@ -101,6 +114,7 @@ def export(args: argparse.Namespace) -> int:
     from clipcls.output_guard import check_output
 
     check_int8_args(args)
+    check_out_name(args.out)
     check_replaceable(args.out, Path(args.model), args.overwrite)  # before the (slow) model load
     check_output(args.out, args.model, input_folders=[p for p in (args.calibration, args.eval_data) if p])
     if args.wise_alpha is not None:

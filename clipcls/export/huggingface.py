@@ -4,8 +4,9 @@ An export holds everything prediction needs and nothing that needs this project'
 
     config.json, model.safetensors   the CLIP weights (`CLIPModel.save_pretrained`)
     tokenizer files                  `tokenizer.save_pretrained`
-    preprocessor_config.json         a CLIPImageProcessor set to the trained input size and
-                                     normalisation (resize to H x W, no crop)
+    preprocessor_config.json         a CLIPImageProcessor that prepares images as training did:
+                                     size, normalisation, and resize (squash: H x W, no crop;
+                                     crop: shortest edge max(H, W), then the centre H x W)
     head.safetensors                 the classification head
     clipcls.json                     class names and order, descriptions, image size/mean/std,
                                      head kind, temperature, freeze_text, training config,
@@ -55,15 +56,19 @@ def export_meta(model: TrainedModel) -> dict[str, Any]:
 
 
 def image_processor(model: TrainedModel):  # -> CLIPImageProcessor
-    """A processor that prepares images like training's evaluation transform: resize the whole
-    image to H x W (bilinear, antialiased), no centre crop, the training mean/std."""
+    """A processor that prepares images like training's evaluation transform
+    (`clipcls.data.transforms.resize_steps`), bilinear, with the training mean/std: `squash`
+    resizes the whole image to H x W, no centre crop; `crop` resizes the shortest edge to
+    max(H, W), then crops the centre H x W (transformers floors an odd margin where torchvision
+    rounds it: at most one pixel of offset)."""
     from transformers import CLIPImageProcessor
 
     height, width = (int(x) for x in model.image_size)
+    crop = model.config.get("resize", "squash") == "crop"
     return CLIPImageProcessor(
-        size={"height": height, "width": width},
+        size={"shortest_edge": max(height, width)} if crop else {"height": height, "width": width},
         crop_size={"height": height, "width": width},
-        do_center_crop=False,
+        do_center_crop=crop,
         resample=2,  # 2 = PIL bilinear, as torchvision's Resize default
         image_mean=list(model.image_mean),
         image_std=list(model.image_std),

@@ -12,13 +12,13 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from clipcls.export.huggingface import ExportError
-from clipcls.export.onnx import ONNX_FILE, PARITY_TOLERANCE, ProbabilityGraph, example_pixels, write_graph_files
+from clipcls.export.onnx import ONNX_FILE, PARITY_TOLERANCE, ProbabilityGraph, preprocessing_of, write_graph_files
 from clipcls.export.onnx import write_onnx as write_onnx_graph
-from clipcls.inference.onnx_predictor import OUTPUT_NAMES, OpenVinoSession
+from clipcls.export.parity import check_parity as check_real_parity
+from clipcls.inference.onnx_predictor import OpenVinoSession
 from clipcls.inference.trained_model import TrainedModel
 from clipcls.io import atomic_directory
 from clipcls.optional import require
@@ -32,12 +32,13 @@ def write_ir(onnx_path: Path, xml_path: Path) -> None:
     ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
 
 
-def parity(model: TrainedModel, xml_path: Path, pixels: torch.Tensor) -> float:
-    """Max |probability difference| between OpenVINO on `xml_path` and PyTorch on `pixels`."""
-    with torch.no_grad():
-        expected = [t.numpy() for t in ProbabilityGraph(model.classifier.cpu().eval())(pixels)]
-    got = OpenVinoSession(xml_path, threads=torch.get_num_threads()).run(pixels.numpy())
-    return float(max(np.abs(got[name] - want).max() for name, want in zip(OUTPUT_NAMES, expected)))
+def check_parity(model: TrainedModel, xml_path: Path) -> float:
+    """Refuse an export whose preprocessing or OpenVINO graph disagrees with PyTorch on real
+    images, each side making its inputs its own way (`clipcls.export.parity`)."""
+    session = OpenVinoSession(xml_path, threads=torch.get_num_threads())
+    graph = ProbabilityGraph(model.classifier.cpu().eval())
+    where = f"{xml_path} (OpenVINO)"
+    return check_real_parity(model, preprocessing_of(model), session.run, graph, where, PARITY_TOLERANCE)
 
 
 def export_openvino(
@@ -57,9 +58,7 @@ def export_openvino(
             write_onnx_graph(model, tmp / ONNX_FILE)
             write_ir(tmp / ONNX_FILE, tmp / IR_FILE)
             (tmp / ONNX_FILE).unlink()
-            diff = parity(model, tmp / IR_FILE, example_pixels(model, batch=3, seed=1))
-            if not diff <= PARITY_TOLERANCE:
-                raise ExportError(f"{out}: OpenVINO differs from PyTorch by {diff:.2e} (> {PARITY_TOLERANCE:g})")
+            diff = check_parity(model, tmp / IR_FILE)
             write_graph_files(model, tmp, "openvino", IR_FILE)
             if finish is not None:
                 finish(tmp)

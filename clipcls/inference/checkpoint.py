@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +80,13 @@ def _check_format(path: Path, mmap: bool) -> None:
 def describe_load_error(err: Exception) -> str:
     """The cause in one line. torch's weights-only refusal is a long how-to whose first advice
     is to turn the weights-only check off; keep only what was refused."""
-    lines = str(err).splitlines() or [""]
-    marker = "WeightsUnpickler error:"
-    refused = [line.split(marker, 1)[1].strip() for line in lines if marker in line]
-    if refused:
-        what = refused[0].split(" was not an allowed global")[0]
-        return f"it holds Python objects other than tensors and plain data, which could run code; refused ({what})"
+    text = str(err)
+    lines = text.splitlines() or [""]
+    if "Weights only load failed" in text or "WeightsUnpickler error:" in text:
+        # torch words the refusal differently from version to version ("Unsupported global: GLOBAL
+        # os.system was not an allowed global", "Trying to load unsupported GLOBAL posix.system
+        # whose module posix is blocked"); name the object when it says which, never its advice
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return f"it holds Python objects other than tensors and plain data, which could run code; refused{what}"
     return f"{type(err).__name__}: {lines[0]}"

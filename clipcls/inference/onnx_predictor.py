@@ -37,6 +37,15 @@ class GraphExportError(ClipclsError, ValueError):
     """An ONNX/OpenVINO export that cannot be read or used, naming the file or option."""
 
 
+class GraphLoadError(GraphExportError):
+    """A graph file the runtime cannot load (truncated, corrupt, not a graph): a model that
+    cannot load, exit status 2, with the runtime's first line of explanation."""
+
+    def __init__(self, path: Path, err: Exception) -> None:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        super().__init__(f"cannot load {path}: {reason[:300]} (a truncated or corrupt file? export it again)")
+
+
 def is_graph_export(path: str | os.PathLike) -> bool:
     """True for a directory written by `clipcls export --format onnx|openvino`."""
     return (Path(path) / GRAPH_META).is_file()
@@ -53,27 +62,39 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+RESIZE_MODES = ("squash", "crop")  # = clipcls.data.transforms.RESIZES (a test checks)
+
+
 @dataclass(frozen=True)
 class Preprocessing:
-    """How the export's input is made: resize the whole upright RGB image to H x W (bilinear,
-    antialiased, aspect not kept, no crop: a defect may sit anywhere), scale to [0, 1],
-    normalise by mean/std, channels first. The same steps as training's evaluation transform."""
+    """How the export's input is made, as training's evaluation transform makes it
+    (`clipcls.data.transforms.resize_steps`): `squash` resizes the whole upright RGB image to
+    H x W (aspect not kept, no crop: a defect may sit anywhere); `crop` resizes its shortest side
+    to max(H, W) and takes the centre H x W. Bilinear and antialiased; then scale to [0, 1],
+    normalise by mean/std, channels first."""
 
     size: tuple[int, int]  # (H, W)
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    resize: str = "squash"  # training's `resize`: squash or crop
 
     def to_json(self) -> dict[str, Any]:
         """The contents of preprocessing.json: enough to rebuild the input in any language."""
+        crop = self.resize == "crop"
         return {
             "height": self.size[0],
             "width": self.size[1],
             "mean": list(self.mean),
             "std": list(self.std),
-            "resize": "stretch",  # the whole image to height x width; aspect ratio not kept
+            "mode": self.resize,  # clipcls's name: squash or crop
+            # squash: the whole image to height x width, aspect ratio not kept; crop: the shortest
+            # side to `shortest_edge` (the longer one int(shortest_edge * long / short)), then the
+            # centre height x width (offsets round((resized - crop) / 2))
+            "resize": "shortest_edge" if crop else "stretch",
+            "shortest_edge": max(self.size) if crop else None,
             "interpolation": "bilinear",
             "antialias": True,
-            "crop": None,
+            "crop": {"height": self.size[0], "width": self.size[1], "position": "center"} if crop else None,
             "color": "RGB",  # EXIF-rotated upright, alpha flattened on white
             "scale": 1 / 255,  # uint8 -> [0, 1] before (x - mean) / std
             "layout": "NCHW",
@@ -84,9 +105,12 @@ class Preprocessing:
     @classmethod
     def from_json(cls, data: dict[str, Any], source: Path) -> Preprocessing:
         """Read preprocessing.json back; a missing key is an error naming it and the file."""
+        mode = data.get("mode", "squash")  # exports before the key existed were all squashed
+        if mode not in RESIZE_MODES:
+            raise GraphExportError(f"{source}: unknown resize mode {mode!r} (expected {' or '.join(RESIZE_MODES)})")
         try:
             size = (int(data["height"]), int(data["width"]))
-            return cls(size, tuple(map(float, data["mean"])), tuple(map(float, data["std"])))
+            return cls(size, tuple(map(float, data["mean"])), tuple(map(float, data["std"])), mode)
         except (KeyError, TypeError, ValueError) as err:
             raise GraphExportError(f"{source}: bad or missing preprocessing key {err}") from err
 
@@ -97,7 +121,10 @@ class Preprocessing:
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         """An RGB PIL image as a (3, H, W) float32 array."""
-        resized = image.resize(self.draft_size, Image.Resampling.BILINEAR)
+        if self.resize == "crop":
+            resized = center_crop(shortest_edge_resize(image, max(self.size)), self.size)
+        else:
+            resized = image.resize(self.draft_size, Image.Resampling.BILINEAR)
         array = np.asarray(resized, dtype=np.float32) * np.float32(1 / 255)
         array = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(array.transpose(2, 0, 1))
@@ -105,6 +132,25 @@ class Preprocessing:
     def load(self, path: str | os.PathLike) -> np.ndarray:
         """A file as model input; an unreadable one raises ImageLoadError naming it."""
         return self(load_image(path, draft_size=self.draft_size))
+
+
+def shortest_edge_resize(image: Image.Image, edge: int) -> Image.Image:
+    """The shortest side resized to `edge`, the other in proportion (truncated), bilinear and
+    antialiased: torchvision's `Resize(edge)`."""
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    new_short, new_long = edge, int(edge * long / short)
+    size = (new_short, new_long) if width <= height else (new_long, new_short)
+    return image.resize(size, Image.Resampling.BILINEAR)
+
+
+def center_crop(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """The centre (H, W) of an image at least that large, offsets rounded as torchvision's
+    `CenterCrop` rounds them."""
+    height, width = size
+    top = int(round((image.height - height) / 2.0))
+    left = int(round((image.width - width) / 2.0))
+    return image.crop((left, top, left + width, top + height))
 
 
 def compute_threads(workers: int = 0) -> int:
@@ -127,7 +173,10 @@ class OnnxRuntimeSession:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # noqa: BLE001 - onnxruntime's load errors share no base class
+            raise GraphLoadError(path, err) from err
 
     def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         values = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: pixels})
@@ -141,7 +190,10 @@ class OpenVinoSession:
     def __init__(self, path: Path, threads: int) -> None:
         ov = require("openvino", "running an OpenVINO export")
         config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
-        self.model = ov.Core().compile_model(str(path), "CPU", config)
+        try:
+            self.model = ov.Core().compile_model(str(path), "CPU", config)
+        except Exception as err:  # noqa: BLE001 - OpenVINO raises RuntimeError and its own types
+            raise GraphLoadError(path, err) from err
         self.request = self.model.create_infer_request()
 
     def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
@@ -249,4 +301,16 @@ def read_graph_meta(directory: Path) -> dict[str, Any]:
     for key in ("class_names", "model_file"):
         if key not in meta:
             raise GraphExportError(f"{path}: missing key {key!r}")
+    check_model_file(directory, meta["model_file"], path)
     return meta
+
+
+def check_model_file(directory: Path, name: Any, source: Path) -> None:
+    """`model_file` must name a file inside the export directory: an absolute path, `..` or a
+    link out of it (another model, /etc/passwd) is refused, naming the key and the file."""
+    if not isinstance(name, str) or not name:
+        raise GraphExportError(f"{source}: model_file must be a file name, got {name!r}")
+    root = directory.resolve()
+    target = (directory / name).resolve()
+    if root not in target.parents:
+        raise GraphExportError(f"{source}: model_file {name!r} is outside the export directory {directory}")

@@ -72,6 +72,11 @@ def find_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     if path.is_file():
         return path
+    if (path / "clipcls_graph.json").is_file():  # = clipcls.inference.onnx_predictor.GRAPH_META
+        raise CheckpointError(
+            f"{path} is an ONNX/OpenVINO export: it holds the inference graph only, not the PyTorch weights "
+            "this needs; give the run directory, a .ckpt file or a HuggingFace-format export (--format hf)"
+        )
     ckpt_dir = path / "checkpoints"
     best = sorted(ckpt_dir.glob("best-*.ckpt"))
     if best:
