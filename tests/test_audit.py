@@ -87,6 +87,7 @@ def test_duplicates_across_train_and_val_found_none_on_distinct_images(tmp_path:
     sources = [sorted((train / c).iterdir())[k] for c, k in (("red", 0), ("green", 1), ("blue", 2))]
     exact = val / "red" / "exact.jpg"
     shutil.copyfile(sources[0], exact)
+    shutil.copyfile(sources[0], val / "red" / "exact2.jpg")  # a group of three byte copies
     reencoded = val / "green" / "reencoded.jpg"
     Image.open(sources[1]).save(reencoded, quality=40)
     resized = val / "blue" / "resized.png"  # another format too
@@ -95,6 +96,7 @@ def test_duplicates_across_train_and_val_found_none_on_distinct_images(tmp_path:
     found = {frozenset((r["path_a"], r["path_b"])): r for r in result.tables["duplicates"]}
     expected = {
         frozenset((str(sources[0]), str(exact))): "exact",
+        frozenset((str(sources[0]), str(val / "red" / "exact2.jpg"))): "exact",  # listed once, not also as near
         frozenset((str(sources[1]), str(reencoded))): "near",
         frozenset((str(sources[2]), str(resized))): "near",
     }

@@ -117,6 +117,7 @@ def embed_images(
                 progress(len(batch.failures) + (0 if batch.pixels is None else len(batch.pixels)))
     out.flush()
     del out
+    meta.unlink(missing_ok=True)  # a crash between the two writes must not pair an old key with new rows
     os.replace(tmp, npy)
     write_json({"key": key, "model": model.name, "row_of": row_of.tolist()}, meta)
     return np.load(npy, mmap_mode="r"), row_of, False

@@ -163,8 +163,12 @@ def _file_and_class_checks(inputs: AuditInputs, images: Images, table, audit: Au
 def _duplicate_checks(images: Images, table, emb: np.ndarray, row_of: np.ndarray, audit: Audit) -> None:
     hashed = table.sha256.any(axis=1)
     exact = list(dup.exact_pairs(table.sha256, hashed))
-    exact_set = {(i, j) for i, j in exact}
-    near = [p for p in dup.near_pairs(table.phash, table.readable, emb, row_of) if (p[0], p[1]) not in exact_set]
+    # a group of byte copies is listed once, as exact pairs with its first file; not again as near
+    near = [
+        p
+        for p in dup.near_pairs(table.phash, table.readable, emb, row_of)
+        if not (hashed[p[0]] and np.array_equal(table.sha256[p[0]], table.sha256[p[1]]))
+    ]
     pairs = [(i, j, "exact", None, None) for i, j in exact] + [(i, j, "near", d, c) for i, j, d, c in near]
     rows = dup.duplicate_rows(pairs, images.paths, images.labels, images.splits, images.class_names, SPLITS)
     audit.tables["duplicates"] = rows
