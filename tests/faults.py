@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # `python train.py ARGS`, with every training step slowed down and recorded (its global step, one
 # line each, in PROGRESS), so a test can kill the process at a known point of an epoch. With
-# HOLD >= 0 the step at that global step writes PROGRESS.held and then waits there for good: a
-# test that waits for that file kills the process at exactly that step, whatever the machine's speed.
+# HOLD >= 0 the step at that global step writes PROGRESS.held and then waits there until the test
+# writes PROGRESS.release (for good if it never does): a test that waits for that file signals or
+# kills the process at exactly that step, whatever the machine's speed.
 SLOW_TRAIN = """
 import runpy, sys, time
 from pathlib import Path
@@ -31,7 +34,8 @@ def slow_step(self, batch, batch_idx):
         f.write(f"{self.global_step}\\n")
     if self.global_step == hold:
         Path(f"{progress}.held").write_text(str(hold))
-        time.sleep(3600)
+        while not Path(f"{progress}.release").exists():
+            time.sleep(0.02)
     time.sleep(delay)
     return original(self, batch, batch_idx)
 
@@ -68,18 +72,50 @@ def run_train_py(
     """`python train.py` (or another entry `script`) on `cfg` plus `extra` flags, to completion;
     output captured as text. `threads` pins OMP_NUM_THREADS (several processes on 2 cores)."""
     env = child_env() if threads is None else {**child_env(), "OMP_NUM_THREADS": str(threads)}
-    command = [sys.executable, str(script), *cfg_argv(cfg), *extra]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return run_child([sys.executable, str(script), *cfg_argv(cfg), *extra], timeout, env=env)
 
 
-def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+def run_child(command: list[str], timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `command` in ROOT to completion, output captured as text. Past `timeout` seconds the
+    child and every process it started (DDP workers, loader workers) are killed and the test fails
+    with the child's output: `timeout` must stay below pytest's limit (pyproject's 300 s, or the
+    test's own mark), or pytest-timeout ends the test first and the output is lost."""
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env or child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, killed as one
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        out, err = proc.communicate()
+        raise AssertionError(f"{command[:3]} ran past {timeout} s; its output:\n{out[-2000:]}\n{err[-3000:]}") from None
+    except BaseException:  # pytest-timeout, Ctrl-C: leave no training behind
+        kill_group(proc)
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the process group `proc` leads (started with start_new_session), if it is still there."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def wait_for(condition: Callable[[], bool], proc: subprocess.Popen, log: Path, timeout: float = 150) -> None:
     """Poll `condition` until true; fail with the child's output if it exits or time runs out."""
     deadline = time.monotonic() + timeout
     while not condition():
         if proc.poll() is not None:
             raise AssertionError(f"training exited early ({proc.returncode}):\n{tail(log)}")
         if time.monotonic() > deadline:
-            proc.kill()
+            kill_group(proc)  # the child leads its group (start_slow_training)
             raise AssertionError(f"timed out waiting:\n{tail(log)}")
         time.sleep(0.05)
 

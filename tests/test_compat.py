@@ -4,7 +4,6 @@ and the inference path stays free of training libraries."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from clipcls.inference.predictor import Predictor
 from clipcls.inference.trained_model import load_trained
 from tests.conftest import make_dataset
+from tests.faults import run_child
 
 FIXTURE = Path(__file__).parent / "fixtures" / "before_layout"
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def test_load_and_predict_import_neither_lightning_nor_torchmetrics(tmp_path, im
         "print(sorted(m for m in ('pytorch_lightning', 'lightning', 'lightning_fabric', 'torchmetrics') "
         "if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    out = run_child([sys.executable, "-c", code], timeout=200)  # < pytest's 300 s, so its output shows
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
     assert len((tmp_path / "p.csv").read_text(encoding="utf-8").splitlines()) == 3

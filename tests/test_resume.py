@@ -156,17 +156,20 @@ def test_a_signal_saves_a_resumable_checkpoint_and_exits_with_its_status(base_cf
     cfg = {**base_cfg, "batch_size": 4, "epochs": 2, "num_workers": 2}
     last = run_dir_of(cfg) / "checkpoints" / "last.ckpt"
     progress, log = tmp_path / "progress.txt", tmp_path / "train.log"
-    proc = start_slow_training(cfg, progress, log)
-    wait_for(lambda: max(steps_started(progress), default=-1) >= 2, proc, log)
+    # the signal arrives while step 2 is held: on the event, not after a time, however loaded
+    # the machine (the step cannot end before the test releases it, after signalling)
+    proc = start_slow_training(cfg, progress, log, hold_at=2)
+    wait_for(lambda: Path(f"{progress}.held").exists(), proc, log)
     os.killpg(proc.pid, sent)
-    assert proc.wait(timeout=60) == status, log.read_text(errors="replace")[-3000:]
+    Path(f"{progress}.release").touch()
+    assert proc.wait(timeout=120) == status, log.read_text(errors="replace")[-3000:]
     output = log.read_text(errors="replace")
     assert message.format(last=last) in output
     assert "Traceback" not in output and "KeyboardInterrupt" not in output
     # Lightning finished the running step, then the checkpoint was written mid-epoch
     saved = load_checkpoint_file(last)
-    assert saved["global_step"] == max(steps_started(progress)) + 1
-    assert saved["epoch"] == 0 and 0 < batches_done(saved) < 5
+    assert steps_started(progress) == [0, 1, 2]  # no step began after the signal
+    assert saved["global_step"] == 3 and saved["epoch"] == 0 and batches_done(saved) == 3
     assert run(cfg, "--resume", "last") == 0
     assert load_checkpoint_file(last)["global_step"] == 10
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from cfg import CFG
 from clipcls.commands.train import main
 from clipcls.inference.checkpoint import load_checkpoint_file
 from tests.conftest import cfg_argv
+from tests.faults import run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,14 +113,7 @@ def test_two_process_ddp_kill_mid_epoch_and_resume_equals_the_straight_run(base_
     script = tmp_path / "resume_runs.py"
     script.write_text(DDP_SCRIPT, encoding="utf-8")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    proc = subprocess.run(
-        [*torchrun, str(script), json.dumps(cfg)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
+    proc = run_child([*torchrun, str(script), json.dumps(cfg)], timeout=240, env=env)  # < pytest's 300 s
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     for sampler in ("random", "balanced", "per_class"):
         straight, resumed = last_ckpt(cfg, f"{sampler}-straight"), last_ckpt(cfg, f"{sampler}-killed")
