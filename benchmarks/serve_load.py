@@ -8,6 +8,15 @@ of the built-in tiny CLIP; the clients are threads with one httpx connection eac
 
     .venv/bin/clipcls demo-data --out /tmp/demo2k --scale 2.33
     .venv/bin/python benchmarks/serve_load.py /tmp/demo2k --clients 8 --requests 2000 --corrupt-every 50
+
+With --attackers N (issue 22), N hostile clients run beside the honest ones for --attack-s seconds
+(see benchmarks/serve_attack.py): a third upload 19 MB of junk as fast as they can, a third send
+a request head a byte at a time (slow-loris), a third a body a byte at a time. Reported: the
+honest clients' p50/p99 (a 503 is retried after 50 ms and counts in the latency), the server's
+RSS before, at its peak (VmHWM) and after the attack, and how long SIGTERM takes with a slow body
+in flight.
+
+    .venv/bin/python benchmarks/serve_load.py /tmp/demo2k --clients 8 --attackers 200 --attack-s 60
 """
 
 from __future__ import annotations
@@ -64,22 +73,34 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--corrupt-every", type=int, default=50)
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--attackers", type=int, default=0, help="hostile clients beside the honest ones")
+    parser.add_argument("--attack-s", type=float, default=60.0, help="how long the attack lasts")
+    parser.add_argument("--rounds", type=int, default=1, help="attacks one after another on one server")
+    parser.add_argument("--serve-args", default="", help="extra `clipcls serve` flags, space-separated")
+    parser.add_argument("--model", type=Path, default=None, help="a model to serve (default: build the tiny ONNX)")
     args = parser.parse_args()
     print_machine()
     jpegs = sorted(args.images.rglob("*.jpg"))
     bodies = [p.read_bytes() for p in jpegs]
     with tempfile.TemporaryDirectory() as tmp:
-        model = build_exports(Path(tmp), args.size)["onnxruntime"]
+        model = args.model or build_exports(Path(tmp), args.size)["onnxruntime"]
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "clipcls", "serve", str(model), "--host", "127.0.0.1", "--port", str(port)]
-        proc = subprocess.Popen(cmd)
+        print("server: " + " ".join(cmd[2:4] + ["MODEL"] + cmd[5:] + args.serve_args.split()), flush=True)
+        proc = subprocess.Popen(cmd + args.serve_args.split())
         try:
             wait_ready(url, proc)
-            report(run_load(url, bodies, args, proc.pid), args)
+            if args.attackers:
+                from benchmarks.serve_attack import run_attack
+
+                run_attack(url, port, bodies, args, proc)
+            else:
+                report(run_load(url, bodies, args, proc.pid), args)
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=60)
 
 
 def run_load(url: str, bodies: list[bytes], args: argparse.Namespace, pid: int) -> dict:
