@@ -66,9 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=None, help="model threads (default: all CPUs or OMP_NUM_THREADS)"
     )
     limits = parser.add_argument_group("limits against overload and slow clients")
-    limits.add_argument(
-        "--max-concurrency", type=int, default=256, help="connections at once, more: 503 (default 256)"
-    )
+    limits.add_argument("--max-concurrency", type=int, default=256, help="connections at once, more: 503 (default 256)")
     limits.add_argument("--max-queue", type=int, default=256, help="images waiting for the model (default 256)")
     limits.add_argument("--header-timeout", type=float, default=10.0, help="to send a request head (default 10 s)")
     limits.add_argument("--body-timeout", type=float, default=30.0, help="to send a request body (default 30 s)")
