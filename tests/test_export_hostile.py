@@ -135,6 +135,13 @@ def test_hf_export_image_processor_does_what_training_did(models, images, kind: 
         assert diff.max() <= LEVELS, f"{kind} {path}: {diff.max():.1f} levels"
 
 
+def test_numpy_resize_modes_are_trainings():
+    from clipcls.data.transforms import RESIZES
+    from clipcls.inference.onnx_predictor import RESIZE_MODES
+
+    assert RESIZE_MODES == RESIZES
+
+
 def test_preprocessing_json_modes():
     prep = Preprocessing((48, 64), (0.1, 0.2, 0.3), (0.5, 0.6, 0.7), "crop")
     assert Preprocessing.from_json(prep.to_json(), Path("p.json")) == prep

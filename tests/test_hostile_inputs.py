@@ -78,6 +78,7 @@ def test_training_index_visits_each_real_file_once_through_symlink_loops(tmp_pat
         os.symlink(".", root / name / "loop")
         os.symlink("..", root / name / "deep" / "up")
         os.symlink("self", root / name / "self.jpg")
+    os.symlink("loop", root / "loop")  # a looping link among the class folders: not a class
     index = index_folder(root)
     assert index.class_names == ["blue", "red"]
     assert [index.paths[i] for i in range(len(index.paths))] == [
@@ -135,6 +136,16 @@ def test_export_and_evaluate_out_may_not_land_in_the_model_or_the_data(hf_model:
     data = hf_model.parent / "train"
     out = data / "red" / "eval"
     assert evaluate.main([str(hf_model), "--data", str(data), "--out", str(out)]) == EXIT_ERROR
+    assert f"would overwrite the data folder {data}" in capsys.readouterr().err and not out.exists()
+
+
+def test_audit_out_may_not_land_in_the_data(tmp_path: Path, capsys):
+    from clipcls.commands import audit
+
+    data = tmp_path / "data"
+    jpeg(data / "red" / "0.jpg")
+    out = data / "red" / "audit"
+    assert audit.main([str(data), "--out", str(out)]) == EXIT_ERROR
     assert f"would overwrite the data folder {data}" in capsys.readouterr().err and not out.exists()
 
 

@@ -40,7 +40,10 @@ def audit_and_report(inputs, fail_on: str = "severe", title: str | None = None) 
 
 def audit_command(args: argparse.Namespace) -> int:
     from clipcls.audit.run import AuditInputs
+    from clipcls.output_guard import check_output
 
+    local_model = args.model if args.model and Path(args.model).exists() else None
+    check_output(args.out, local_model, input_folders=[f for f in (args.data, args.val) if f])
     inputs = AuditInputs(
         data=args.data,
         out=Path(args.out),

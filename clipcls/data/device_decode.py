@@ -66,7 +66,7 @@ def device_decodable(data: bytes) -> bool:
     if not (data.startswith(_JPEG_START) and data.rstrip(b"\0").endswith(_JPEG_END)):
         return False
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=["JPEG"]) as img:  # no other plugin reads it
             limit = Image.MAX_IMAGE_PIXELS
             return (
                 img.format == "JPEG"

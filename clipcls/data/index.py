@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from clipcls.data.images import IMAGE_EXTENSIONS
-from clipcls.data.walk import is_hidden, walk_files
+from clipcls.data.walk import is_directory, is_hidden, walk_files
 from clipcls.errors import ClipclsError
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def list_classes(root: str | os.PathLike) -> list[str]:
     if not root.is_dir():
         raise DatasetError(f"image folder not found: {root}")
     with os.scandir(root) as entries:
-        names = sorted(e.name for e in entries if e.is_dir(follow_symlinks=True) and not is_hidden(e.name))
+        names = sorted(e.name for e in entries if not is_hidden(e.name) and is_directory(e))
     if not names:
         raise DatasetError(f"no class folders in {root}: expected {root}/<class>/<image files>")
     return names

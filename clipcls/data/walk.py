@@ -74,7 +74,7 @@ def walk_files(
                 if on_error is None:
                     raise OSError(f"{entry.path}: {reason}")
                 on_error(entry.path, reason)
-            elif _is_dir(entry):
+            elif is_directory(entry):
                 if identity not in seen_dirs:
                     seen_dirs.add(identity)
                     subdirs.append(entry.path)
@@ -84,7 +84,8 @@ def walk_files(
         stack.extend(reversed(subdirs))
 
 
-def _is_dir(entry: os.DirEntry) -> bool:
+def is_directory(entry: os.DirEntry) -> bool:
+    """Whether an entry is, or links to, a directory; a broken or looping link is not."""
     try:
         return entry.is_dir(follow_symlinks=True)
     except OSError:
