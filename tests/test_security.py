@@ -82,7 +82,7 @@ def test_export_with_pickle_in_place_of_safetensors_is_refused(base_cfg, tmp_pat
     export = export_model(load_trained(Path(base_cfg["output_dir"]) / "test"), tmp_path / "export2")
     (export / "model.safetensors").unlink()
     (export / "pytorch_model.bin").write_bytes(payload.read_bytes())
-    with pytest.raises(CheckpointError, match="(?s)cannot load export.*Unsupported global: GLOBAL io.open"):
+    with pytest.raises(CheckpointError, match=r"cannot load export .*could run code; refused \(io.open\)"):
         load_trained(export)
     assert not marker.exists()
 
