@@ -138,10 +138,10 @@ def torch_setup(args: argparse.Namespace, paths: PathTable) -> tuple[Predictor, 
     extra = read_descriptions(args.extra_classes) if args.extra_classes else None
     model = load_trained(args.model)
     predictor = Predictor(model, args.device, args.scorer, extra, **decision_options(args))
-    if extra and args.scorer not in (None, "text"):
+    if extra and args.scorer != "text":  # None (the run's default) is noted too
         print(
             f"note: --extra-classes scores every class by description similarity (--scorer text), "
-            f"not {args.scorer}: the head knows only the trained classes",
+            f"not {args.scorer or 'the default'}: the head knows only the trained classes",
             file=sys.stderr,
         )
     loader = inference_loader(
