@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from cfg import CFG
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import gpu_measure  # noqa: E402
@@ -32,13 +34,14 @@ def test_quick_mode_measures_every_part_on_the_cpu(tmp_path, capsys, monkeypatch
     assert row["flops_per_step"] > 1e6  # forward and backward of 8 images through the tiny CLIP
     assert row["peak_memory_bytes"] is None  # CUDA only
     loader = {(i["decode"], i["workers"], i["augment"], i["group"]): i["images_per_s"] for i in results["loader"]}
-    expected = {(d, w, "trivialaugment", 1) for d in ("cpu", "gpu") for w in (0, 1)}
-    expected |= {("gpu", 1, "none", 1), ("gpu", 1, "trivialaugment", 16)}
+    default = CFG.augment  # the suite measures the default augmentation (and none)
+    expected = {(d, w, default, 1) for d in ("cpu", "gpu") for w in (0, 1)}
+    expected |= {("gpu", 1, "none", 1), ("gpu", 1, default, 16)}
     assert set(loader) == expected and min(loader.values()) > 0
     table = capsys.readouterr().out
     assert "tiny@64: pipeline decode gpu, one augmentation draw per 16 images: " in table
     assert "| tiny@64 | 8 |" in table and "| 64px, batch 8 | gpu | 1 | none |" in table
-    assert "| 64px, batch 8 | gpu | 1 | trivialaugment (one draw per 16 images) |" in table
+    assert f"| 64px, batch 8 | gpu | 1 | {default} (one draw per 16 images) |" in table
 
 
 def test_largest_batch_search_doubles_then_bisects():

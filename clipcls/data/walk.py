@@ -40,8 +40,10 @@ def walk_files(
     on_dir: Callable[[str], None] | None = None,
 ) -> Iterator[str]:
     """Files under `folder`, depth first: a folder's files (sorted by name), then its sub-folders
-    (sorted). Links are followed, but each real directory is entered once and each real file is
-    yielded once, under the first path that reaches it. Entries whose name `skip`s are left out.
+    (sorted). Links are followed, but each real directory is entered once and a symlink to a file
+    already listed is not listed again. Hard links are names of their own (data sets made of hard
+    links to a few originals, as benchmarks/gpu_measure.py makes, keep their size). Entries whose
+    name `skip`s are left out.
     A sub-folder or link that cannot be read is passed to `on_error(path, reason)` and skipped
     (raised when `on_error` is None); `folder` itself must be readable. `on_dir(path)` is
     called for each sub-folder as it is entered."""
@@ -78,7 +80,7 @@ def walk_files(
                 if identity not in seen_dirs:
                     seen_dirs.add(identity)
                     subdirs.append(entry.path)
-            elif identity not in seen_files:
+            elif identity not in seen_files or not entry.is_symlink():
                 seen_files.add(identity)
                 yield entry.path
         stack.extend(reversed(subdirs))
