@@ -90,16 +90,6 @@ PAIRED = ("cross-entropy only", "zero-shot", "class-name prompts")  # each again
 SHOT_ROWS = ("default", "cross-entropy only", "class-name prompts")
 
 
-def scorer_for(config: dict) -> str:
-    """The scorer a run's predictions come from: the text scorer where the head is not trained."""
-    try:
-        from clipcls.inference.scoring import default_scorer
-
-        return default_scorer(config)
-    except ImportError:
-        return "text" if float(config.get("fc_weight", 0.5)) == 0 else "head"
-
-
 def task_folder(work: Path, task_seed: int, shots: int | None) -> Path:
     """The task of `task_seed`, with the subtle classes cut to `shots` training images if given."""
     from clipcls.world.task import SUBTLE_CLASSES, TRAIN_COUNTS, make_task
@@ -167,6 +157,7 @@ def run_job(job: dict) -> dict:
 
     torch.set_num_threads(1)
     from clipcls.commands.train import main as train_main
+    from clipcls.inference.scoring import default_scorer
     from clipcls.inference.trained_model import load_trained
 
     cfg, name = job["cfg"], job["row"]
@@ -186,7 +177,7 @@ def run_job(job: dict) -> dict:
             raise RuntimeError(f"row {name!r} job {job['run_name']} failed")
         timing.write_text(f"{time.perf_counter() - started:.1f}\n")
     seconds = float(timing.read_text())
-    scorer = scorer_for(run)
+    scorer = default_scorer(run)  # the scorer the run itself predicts with (text where no head trained)
     last = load_trained(run_dir / "checkpoints" / "last.ckpt")
     scores = score(last, sets, scorer)
     scores.update({f"{k}_best_on_val": v for k, v in score(load_trained(run_dir), sets, scorer).items()})
